@@ -1,0 +1,172 @@
+"""Typed run configuration: model / data / train / eval / interventions.
+
+Every section forbids unknown keys and validates ranges at load time, so a typo in a YAML file or a
+``--set`` override is an error naming the key path, never a silent no-op (nanoGPT / SAELens style).
+Interventions are validated by their own registry (``tti_ray.interventions``), each receiving only
+its own slice of the config.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Site = Literal["mlp_hidden", "mlp_out"]
+SITES: tuple[str, ...] = ("mlp_hidden", "mlp_out")
+
+
+class Section(BaseModel):
+    """Base for all config sections: strict types, unknown keys rejected."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, validate_assignment=True)
+
+
+class ModelConfig(Section):
+    """GPT-2 style decoder. ``d_ff`` defaults to ``4 * d_model``."""
+
+    n_layer: int = Field(2, ge=1, le=128)
+    d_model: int = Field(128, ge=8)
+    n_head: int = Field(4, ge=1)
+    d_ff: int | None = Field(None, ge=1)
+    seq_len: int = Field(128, ge=8, le=8192)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    activation: Literal["gelu_new", "gelu", "relu"] = "gelu_new"
+    tie_embeddings: bool = True
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> ModelConfig:
+        if self.d_model % self.n_head:
+            raise ValueError(
+                f"d_model ({self.d_model}) must be divisible by n_head ({self.n_head})"
+            )
+        return self
+
+    @property
+    def ff_dim(self) -> int:
+        return self.d_ff or 4 * self.d_model
+
+
+class DataConfig(Section):
+    """Where tokens come from.
+
+    ``source: bundled`` reads the TinyStories sample shipped in the package (offline default);
+    ``source: hf`` streams ``hf_dataset`` through ``datasets.load_dataset`` (needs the hub or a
+    local HF cache). ``tokenizer: gpt2`` is OpenAI's GPT-2 BPE shipped in the package;
+    ``hf:<name>`` loads any tokenizer with ``transformers.AutoTokenizer``. ``vocab_size`` remaps
+    the tokenizer's ids to the N-1 most frequent training ids plus one UNK id (the LM head
+    dominates a tiny model); ``null`` keeps the full vocabulary.
+    """
+
+    source: Literal["bundled", "hf"] = "bundled"
+    hf_dataset: str = "roneneldan/TinyStories"
+    hf_text_field: str = "text"
+    hf_train_split: str = "train"
+    hf_valid_split: str = "validation"
+    max_train_stories: int | None = Field(None, ge=1)
+    tokenizer: str = "gpt2"
+    vocab_size: int | None = Field(8192, ge=16)
+    cache_dir: str | None = None
+
+    @field_validator("tokenizer")
+    @classmethod
+    def _tokenizer_form(cls, v: str) -> str:
+        if v != "gpt2" and not (v.startswith("hf:") and len(v) > 3):
+            raise ValueError("must be 'gpt2' (bundled) or 'hf:<hub name or local path>'")
+        return v
+
+
+class TrainConfig(Section):
+    """Optimisation. ``batch_size`` is the global batch per optimizer step (sequences), split over
+    gradient-accumulation micro-steps and data-parallel workers."""
+
+    steps: int = Field(300, ge=1)
+    batch_size: int = Field(16, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    lr: float = Field(1e-3, gt=0.0, le=1.0)
+    min_lr_ratio: float = Field(0.1, ge=0.0, le=1.0)
+    weight_decay: float = Field(0.1, ge=0.0)
+    warmup_steps: int = Field(30, ge=0)
+    grad_clip: float | None = Field(1.0, gt=0.0)
+    beta1: float = Field(0.9, ge=0.0, lt=1.0)
+    beta2: float = Field(0.95, ge=0.0, lt=1.0)
+    seed: int = Field(0, ge=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    eval_every: int = Field(100, ge=1)
+    ckpt_every: int = Field(100, ge=1)
+    log_every: int = Field(10, ge=1)
+    threads: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _warmup_fits(self) -> TrainConfig:
+        if self.warmup_steps > self.steps:
+            raise ValueError(f"warmup_steps ({self.warmup_steps}) exceeds steps ({self.steps})")
+        return self
+
+
+class EvalConfig(Section):
+    """Validation loss on ``val_batches`` fixed batches; interpretability metrics on a fixed
+    sample of ``metric_tokens`` validation tokens, at ``sites`` of every layer."""
+
+    val_batches: int = Field(8, ge=1)
+    metric_tokens: int = Field(4096, ge=64)
+    sites: list[Site] = Field(default_factory=lambda: list(SITES))
+    active_threshold: float = Field(0.01, gt=0.0)
+
+    @field_validator("sites")
+    @classmethod
+    def _nonempty(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("needs at least one site")
+        return list(dict.fromkeys(v))
+
+
+class RunConfig(Section):
+    """One training run. ``interventions`` maps a name to that intervention's settings; the key is
+    the registered intervention type unless the entry names ``type:`` itself."""
+
+    name: str = "run"
+    preset: str | None = None
+    workload: Literal["lm", "toy_superposition", "toy_ablation"] = "lm"
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    interventions: dict[str, Any] = Field(default_factory=dict)
+    toy: dict[str, Any] | None = None
+
+    @field_validator("interventions", mode="before")
+    @classmethod
+    def _build_interventions(cls, v: Any) -> dict[str, Any]:
+        from tti_ray.interventions import parse_interventions
+
+        return parse_interventions(v)
+
+    @field_validator("toy", mode="before")
+    @classmethod
+    def _build_toy(cls, v: Any) -> Any:
+        if v is None:
+            return None
+        from tti_ray.toy import parse_toy_config
+
+        return parse_toy_config(v)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> RunConfig:
+        from tti_ray.interventions import check_against_model
+
+        check_against_model(self.interventions, self.model)
+        if self.model.seq_len < 2:
+            raise ValueError("model.seq_len must be >= 2")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain, YAML-safe dict of the resolved config (interventions included)."""
+        out = self.model_dump(mode="json", exclude={"interventions", "toy"})
+        out["interventions"] = {
+            name: {"type": cfg.type, **cfg.model_dump(mode="json", exclude={"type"})}
+            for name, cfg in self.interventions.items()
+        }
+        out["toy"] = None if self.toy is None else self.toy.model_dump(mode="json")
+        return out

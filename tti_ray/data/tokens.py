@@ -1,0 +1,217 @@
+"""Tokenize once, cache as memory-mapped token arrays.
+
+* Text: the bundled TinyStories sample (``assets/tinystories``, offline default) or any HF dataset
+  via ``datasets.load_dataset`` (``data.source: hf``).
+* Tokenizer: OpenAI's GPT-2 BPE from the bundled ``vocab.json``/``merges.txt`` (the seed
+  experiments' tokenizer, loaded offline with HF ``tokenizers``), or ``hf:<name>`` via
+  ``transformers.AutoTokenizer``.
+* Vocabulary remap (``data.vocab_size``): the tokenizer ids are mapped to the ``vocab_size - 1``
+  most frequent ids of the training split (ties broken by id) plus one UNK id (``vocab_size - 1``,
+  also used as end-of-text). ``keep_ids[new_id]`` is the tokenizer id (``-1`` for UNK).
+
+Stories are joined into one stream with an end-of-text token after each. The streams are written
+once to ``<cache>/tokens/<key>/{train,valid}.bin`` (uint16/uint32) with ``meta.json`` and read back
+with ``np.memmap``, so a second run does no tokenization and RAM does not grow with corpus size.
+The cache key hashes the text source, tokenizer and vocab size.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tti_ray.config.schema import DataConfig
+
+ASSETS = Path(__file__).parent / "assets"
+EOT = "<|endoftext|>"
+CACHE_VERSION = 1
+
+
+class DataError(ValueError):
+    """Data or tokenizer cannot be loaded (one line, names the config key)."""
+
+
+def cache_root(cfg: DataConfig) -> Path:
+    root = cfg.cache_dir or os.environ.get("TTI_RAY_CACHE") or Path.home() / ".cache" / "tti_ray"
+    return Path(root).expanduser()
+
+
+# -- text -----------------------------------------------------------------------------------------
+def _bundled_stories(split: str) -> list[str]:
+    path = ASSETS / "tinystories" / f"{'train' if split == 'train' else 'valid'}.txt.gz"
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        text = f.read()
+    return [s.strip() for s in text.split(EOT) if s.strip()]
+
+
+def _hf_stories(cfg: DataConfig, split: str) -> list[str]:
+    try:
+        from datasets import load_dataset
+
+        name = cfg.hf_train_split if split == "train" else cfg.hf_valid_split
+        ds = load_dataset(cfg.hf_dataset, split=name)
+    except Exception as e:  # noqa: BLE001 - hub/network errors come in many types
+        raise DataError(
+            f"data.hf_dataset: cannot load {cfg.hf_dataset!r} ({type(e).__name__}: "
+            f"{str(e).splitlines()[0][:200] if str(e) else ''}); offline, use data.source=bundled"
+        ) from None
+    if cfg.hf_text_field not in ds.column_names:
+        raise DataError(f"data.hf_text_field: {cfg.hf_text_field!r} not in {ds.column_names}")
+    n = len(ds) if split != "train" or cfg.max_train_stories is None else cfg.max_train_stories
+    return [t for t in ds.select(range(min(n, len(ds))))[cfg.hf_text_field] if t.strip()]
+
+
+def stories(cfg: DataConfig, split: str) -> list[str]:
+    if cfg.source == "bundled":
+        out = _bundled_stories(split)
+        if split == "train" and cfg.max_train_stories:
+            out = out[: cfg.max_train_stories]
+        return out
+    return _hf_stories(cfg, split)
+
+
+def _source_key(cfg: DataConfig) -> str:
+    if cfg.source == "bundled":
+        h = hashlib.sha256()
+        for f in sorted((ASSETS / "tinystories").glob("*.gz")):
+            h.update(f.read_bytes())
+        return f"bundled:{h.hexdigest()[:16]}:{cfg.max_train_stories}"
+    return (
+        f"hf:{cfg.hf_dataset}:{cfg.hf_text_field}:{cfg.hf_train_split}:{cfg.hf_valid_split}:"
+        f"{cfg.max_train_stories}"
+    )
+
+
+# -- tokenizer ------------------------------------------------------------------------------------
+class TextTokenizer:
+    """Encode text to tokenizer ids and decode back, whichever backend."""
+
+    def __init__(self, cfg: DataConfig) -> None:
+        self.name = cfg.tokenizer
+        if cfg.tokenizer == "gpt2":
+            from tokenizers import ByteLevelBPETokenizer
+
+            gpt2 = ASSETS / "gpt2"
+            self._tok = ByteLevelBPETokenizer(str(gpt2 / "vocab.json"), str(gpt2 / "merges.txt"))
+            self._tok.add_special_tokens([EOT])
+            self.eot_id = self._tok.token_to_id(EOT)
+            self.size = self._tok.get_vocab_size()
+            self._hf = None
+        else:
+            try:
+                from transformers import AutoTokenizer
+
+                self._hf = AutoTokenizer.from_pretrained(cfg.tokenizer.removeprefix("hf:"))
+            except Exception as e:  # noqa: BLE001
+                raise DataError(
+                    f"data.tokenizer: cannot load {cfg.tokenizer!r} ({type(e).__name__}); "
+                    "offline, use data.tokenizer=gpt2 (bundled)"
+                ) from None
+            self.eot_id = self._hf.eos_token_id if self._hf.eos_token_id is not None else 0
+            self.size = len(self._hf)
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        if self._hf is not None:
+            return self._hf(texts, add_special_tokens=False)["input_ids"]
+        return [e.ids for e in self._tok.encode_batch(texts)]
+
+    def decode_ids(self, ids: list[int]) -> list[str]:
+        """Each id decoded on its own (for per-token displays)."""
+        if self._hf is not None:
+            return [self._hf.decode([i]) for i in ids]
+        return [self._tok.decode([i], skip_special_tokens=False) for i in ids]
+
+
+# -- token arrays ---------------------------------------------------------------------------------
+@dataclass
+class TokenData:
+    """Memory-mapped token streams (model ids) and the id maps."""
+
+    train: np.ndarray  # [L_train] model ids
+    valid: np.ndarray  # [L_valid]
+    vocab_size: int  # model vocabulary
+    eot_id: int  # model id of end-of-text
+    keep_ids: np.ndarray  # [vocab_size] tokenizer id of each model id (-1 = UNK)
+    directory: Path
+
+    def decode(self, model_ids: list[int], tokenizer: TextTokenizer) -> list[str]:
+        tok = [int(self.keep_ids[i]) for i in model_ids]
+        texts = tokenizer.decode_ids([t if t >= 0 else tokenizer.eot_id for t in tok])
+        return [t if k >= 0 else "<unk>" for t, k in zip(texts, tok, strict=True)]
+
+
+def _remap(train_ids: np.ndarray, eot: int, size: int, vocab: int | None) -> np.ndarray:
+    """keep_ids for the ``vocab - 1`` most frequent ids (+ UNK), or identity."""
+    if vocab is None or vocab >= size:
+        return np.arange(size, dtype=np.int64)
+    counts = np.bincount(train_ids, minlength=size)
+    counts[eot] = -1  # end-of-text maps to the UNK/EOT slot, not a regular slot
+    order = np.lexsort((np.arange(size), -counts))  # by count desc, then id
+    return np.concatenate([order[: vocab - 1], [-1]]).astype(np.int64)
+
+
+def _write_atomic(path: Path, arr: np.ndarray) -> None:
+    with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as f:
+        arr.tofile(f)
+    os.replace(f.name, path)
+
+
+def load_tokens(cfg: DataConfig) -> TokenData:
+    """Tokenize (first time only) and memory-map the train/valid token streams."""
+    key_src = f"v{CACHE_VERSION}|{_source_key(cfg)}|{cfg.tokenizer}|{cfg.vocab_size}"
+    key = hashlib.sha256(key_src.encode()).hexdigest()[:20]
+    d = cache_root(cfg) / "tokens" / key
+    meta_path = d / "meta.json"
+    if not meta_path.exists():
+        _build_cache(cfg, d, key_src)
+    meta = json.loads(meta_path.read_text())
+    dtype = np.dtype(meta["dtype"])
+    return TokenData(
+        train=np.memmap(d / "train.bin", dtype=dtype, mode="r"),
+        valid=np.memmap(d / "valid.bin", dtype=dtype, mode="r"),
+        vocab_size=meta["vocab_size"],
+        eot_id=meta["eot_id"],
+        keep_ids=np.asarray(meta["keep_ids"], dtype=np.int64),
+        directory=d,
+    )
+
+
+def _build_cache(cfg: DataConfig, d: Path, key_src: str) -> None:
+    tok = TextTokenizer(cfg)
+    raw = {}
+    for split in ("train", "valid"):
+        docs = tok.encode_batch(stories(cfg, split))
+        flat = [i for doc in docs for i in (*doc, tok.eot_id)]
+        raw[split] = np.asarray(flat, dtype=np.int64)
+    keep = _remap(raw["train"], tok.eot_id, tok.size, cfg.vocab_size)
+    vocab = len(keep)
+    if vocab == tok.size:
+        lut, eot_new = np.arange(tok.size), tok.eot_id
+    else:
+        lut = np.full(tok.size, vocab - 1, dtype=np.int64)
+        lut[keep[:-1]] = np.arange(vocab - 1)
+        eot_new = vocab - 1
+    dtype = np.uint16 if vocab <= 2**16 else np.uint32
+    d.mkdir(parents=True, exist_ok=True)
+    for split, ids in raw.items():
+        _write_atomic(d / f"{split}.bin", lut[ids].astype(dtype))
+    meta = {
+        "key": key_src,
+        "dtype": np.dtype(dtype).name,
+        "vocab_size": vocab,
+        "eot_id": int(eot_new),
+        "tokenizer_size": tok.size,
+        "keep_ids": keep.tolist(),
+        "n_train": int(raw["train"].size),
+        "n_valid": int(raw["valid"].size),
+    }
+    tmp = d / "meta.json.tmp"
+    tmp.write_text(json.dumps(meta))
+    os.replace(tmp, d / "meta.json")

@@ -1,0 +1,122 @@
+"""GPT-2 style model (HF ``GPT2LMHeadModel``, SDPA attention) with named hook sites.
+
+Sites per layer ``i`` (``transformer.h[i]``):
+
+* ``mlp_hidden`` - output of ``mlp.act``: the post-activation hidden units, shape ``[B, T, d_ff]``;
+* ``mlp_out``    - output of ``mlp`` (after ``c_proj`` and dropout), shape ``[B, T, d_model]``;
+* ``resid_post`` - output of the whole block (residual stream), shape ``[B, T, d_model]``.
+
+Capture is opt-in: :func:`capture` registers forward hooks only for the requested sites and removes
+them on exit, so an uninstrumented forward pays nothing. Architectural interventions register
+their own persistent hooks that *replace* a site's output; because they are registered when the
+model is built, captures always see the modified (e.g. TopK-gated) activations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from tti_ray.config.schema import ModelConfig
+
+HOOK_SITES = ("mlp_hidden", "mlp_out", "resid_post")
+
+
+def hf_config(cfg: ModelConfig, vocab_size: int) -> GPT2Config:
+    """The HF config that ``GPT2LMHeadModel.from_pretrained`` will read back."""
+    return GPT2Config(
+        vocab_size=vocab_size,
+        n_positions=cfg.seq_len,
+        n_embd=cfg.d_model,
+        n_layer=cfg.n_layer,
+        n_head=cfg.n_head,
+        n_inner=cfg.ff_dim,
+        activation_function=cfg.activation,
+        resid_pdrop=cfg.dropout,
+        embd_pdrop=cfg.dropout,
+        attn_pdrop=cfg.dropout,
+        tie_word_embeddings=cfg.tie_embeddings,
+        bos_token_id=vocab_size - 1,
+        eos_token_id=vocab_size - 1,
+        use_cache=False,
+    )
+
+
+def build_model(cfg: ModelConfig, vocab_size: int) -> GPT2LMHeadModel:
+    """A freshly initialised model (HF's GPT-2 init), SDPA attention."""
+    hf_cfg = hf_config(cfg, vocab_size)
+    hf_cfg._attn_implementation = "sdpa"
+    return GPT2LMHeadModel(hf_cfg)
+
+
+def site_module(model: GPT2LMHeadModel, site: str, layer: int) -> nn.Module:
+    """The module whose forward output *is* the site's activation."""
+    block = model.transformer.h[layer]
+    if site == "mlp_hidden":
+        return block.mlp.act
+    if site == "mlp_out":
+        return block.mlp
+    if site == "resid_post":
+        return block
+    raise KeyError(f"unknown site {site!r} (known: {', '.join(HOOK_SITES)})")
+
+
+def _first(out: object) -> torch.Tensor:
+    return out[0] if isinstance(out, tuple) else out  # type: ignore[index,return-value]
+
+
+@contextmanager
+def capture(
+    model: GPT2LMHeadModel, sites: Iterable[tuple[str, int]], detach: bool = False
+) -> Iterator[dict[tuple[str, int], torch.Tensor]]:
+    """Record activations at ``sites`` during forwards inside the ``with`` block.
+
+    Yields a dict ``{(site, layer): Tensor[B, T, D]}`` filled by each forward (the latest forward
+    wins). With ``detach=False`` the tensors stay in the autograd graph (loss terms need that)."""
+    store: dict[tuple[str, int], torch.Tensor] = {}
+    handles = []
+    for site, layer in dict.fromkeys(sites):
+
+        def hook(_m: nn.Module, _i: object, out: object, key=(site, layer)) -> None:
+            t = _first(out)
+            store[key] = t.detach() if detach else t
+
+        handles.append(site_module(model, site, layer).register_forward_hook(hook))
+    try:
+        yield store
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def add_site_transform(
+    model: GPT2LMHeadModel,
+    site: str,
+    layer: int,
+    fn: Callable[[torch.Tensor], torch.Tensor],
+) -> torch.utils.hooks.RemovableHandle:
+    """Persistently replace the site's output ``a`` by ``fn(a)`` (architectural interventions)."""
+    if site == "resid_post":
+
+        def block_hook(_m: nn.Module, _i: object, out: object) -> object:
+            if isinstance(out, tuple):
+                return (fn(out[0]), *out[1:])
+            return fn(out)  # type: ignore[arg-type]
+
+        return site_module(model, site, layer).register_forward_hook(block_hook)
+
+    def hook(_m: nn.Module, _i: object, out: torch.Tensor) -> torch.Tensor:
+        return fn(out)
+
+    return site_module(model, site, layer).register_forward_hook(hook)
+
+
+def count_params(model: nn.Module, non_embedding: bool = True) -> int:
+    n = sum(p.numel() for p in model.parameters())
+    if non_embedding:
+        n -= model.transformer.wte.weight.numel() + model.transformer.wpe.weight.numel()
+    return n

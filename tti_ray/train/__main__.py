@@ -1,0 +1,51 @@
+"""``python -m tti_ray.train CONFIG.yaml [--set k=v ...] [--preset NAME] [--out DIR] [--resume]``
+
+Trains one run with a progress bar and writes ``DIR/metrics.json``, ``metrics.jsonl``,
+``config.yaml`` and ``checkpoint/`` (default ``DIR``: ``runs/<config name>``). Bad input exits
+with code 2 and one line naming the file/flag and key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from tti_ray.cli import die, fail_on_user_errors
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m tti_ray.train", description=__doc__.split("\n")[0])
+    p.add_argument("config", help="run config YAML (e.g. configs/tiny.yaml)")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value by dotted path (repeatable)")
+    p.add_argument("--preset", help="use this shipped preset instead of the file's (tiny, paper)")
+    p.add_argument("--out", type=Path, help="run directory (default runs/<name>)")
+    p.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: none for plain runs)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    with fail_on_user_errors("tti_ray.train"):
+        from tti_ray.config import load_config
+
+        cfg = load_config(args.config, args.sets, preset=args.preset)
+        out = args.out or Path("runs") / cfg.name
+        if args.resume and not (out / "checkpoint" / "train_state.json").exists():
+            die("tti_ray.train", f"--resume: no checkpoint in {out / 'checkpoint'}")
+        from tti_ray.train import train_run
+
+        final = train_run(cfg, None, out, resume=args.resume, progress=not args.no_progress)
+    status = final.get("status")
+    ppl = final.get("val/perplexity")
+    poly = final.get("val/polysemanticity/mean")
+    print(f"{cfg.name}: status={status} step={final.get('step')} val/perplexity={ppl:.3f} "
+          f"val/polysemanticity/mean={poly if poly is None else round(poly, 4)} -> {out}")
+    return 0 if status == "finished" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""How a run reports: a small protocol (the Ray glue implements it) and the run's own files."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+from pathlib import Path
+from typing import Any, Protocol
+
+import yaml
+
+import tti_ray
+from tti_ray.config import RunConfig
+
+
+class Reporter(Protocol):
+    """Receives metrics at each eval/checkpoint step (rank 0 only)."""
+
+    def report(self, metrics: dict[str, Any], *, step: int, checkpoint: Path | None = None) -> None:
+        ...
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(tti_ray.__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def provenance(cfg: RunConfig) -> dict[str, Any]:
+    import torch
+
+    return {
+        "tti_ray_version": tti_ray.__version__,
+        "git_commit": _git_commit(),
+        "torch_version": str(torch.__version__),
+        "seed": cfg.train.seed,
+    }
+
+
+def _json_safe(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)  # "nan", "inf": JSON has no such numbers
+    return v
+
+
+def dump_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1, default=str))
+    os.replace(tmp, path)
+
+
+class RunFiles:
+    """``metrics.jsonl`` / ``metrics.json`` / ``config.yaml`` of one run directory."""
+
+    def __init__(self, root: Path, enabled: bool = True) -> None:
+        self.root, self.enabled = Path(root), enabled
+        if enabled:
+            self.root.mkdir(parents=True, exist_ok=True)
+
+    def start(self, cfg: RunConfig, prov: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        data = {**cfg.to_dict(), "provenance": prov}
+        (self.root / "config.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+        (self.root / "metrics.jsonl").write_text("")
+        (self.root / "metrics.json").unlink(missing_ok=True)
+
+    def append(self, metrics: dict[str, Any]) -> None:
+        if self.enabled:
+            with (self.root / "metrics.jsonl").open("a") as f:
+                f.write(json.dumps({k: _json_safe(v) for k, v in metrics.items()}) + "\n")
+
+    def truncate_history(self, step: int) -> None:
+        """On resume: drop records logged after the checkpoint (they will be logged again)."""
+        path = self.root / "metrics.jsonl"
+        if not self.enabled or not path.exists():
+            return
+        keep = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
+        path.write_text("".join(ln + "\n" for ln in keep))
+
+    def write_final(self, metrics: dict[str, Any]) -> None:
+        if self.enabled:
+            dump_json(self.root / "metrics.json", {k: _json_safe(v) for k, v in metrics.items()})
