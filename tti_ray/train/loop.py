@@ -263,7 +263,7 @@ def train_run(
             last = {**window.flush(lr), "status": DIVERGED, "step": step}
             last["val/loss"] = last["val/perplexity"] = float("inf")
             files.write_final(last)
-            if reporter is not None and di.rank == 0:
+            if reporter is not None:
                 reporter.report(last, step=step, checkpoint=None)
             break
 
@@ -287,10 +287,9 @@ def train_run(
         ivs.train()
         metrics["status"] = FINISHED if step == t.steps else "running"
         last = metrics
-        if di.rank == 0:
-            files.append(metrics)
-            if reporter is not None:
-                reporter.report(metrics, step=step, checkpoint=saved)
+        files.append(metrics)
+        if reporter is not None:  # every rank (Ray Train's report is a collective)
+            reporter.report(metrics, step=step, checkpoint=saved)
     if bar is not None:
         bar.close()
     if status == FINISHED:

@@ -16,7 +16,8 @@ from tti_ray.config import RunConfig
 
 
 class Reporter(Protocol):
-    """Receives metrics at each eval/checkpoint step (rank 0 only)."""
+    """Receives metrics at each eval/checkpoint step, on every rank; ``checkpoint`` is the saved
+    directory on rank 0 and None elsewhere (interpretability metrics exist on rank 0 only)."""
 
     def report(self, metrics: dict[str, Any], *, step: int, checkpoint: Path | None = None) -> None:
         ...

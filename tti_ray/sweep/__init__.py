@@ -1,0 +1,1 @@
+"""Distributed multi-objective sweeps: Ray Tune + Optuna over ``train_run`` trials."""

@@ -1,0 +1,77 @@
+"""``python -m tti_ray.sweep SEARCH_SPACE.yaml [--out DIR] [--resume] [--dry-run] ...``
+
+Runs a multi-objective sweep on a local Ray started by the command (or ``--address auto`` /
+``ray://…`` for a cluster), writes the trial table, Pareto front and hypervolume into the
+experiment directory, and prints the front at the end. Bad files or flags: one line, exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from tti_ray.cli import UsageError, die, fail_on_user_errors
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m tti_ray.sweep", description=__doc__.split("\n")[0])
+    p.add_argument("search_space", help="search-space YAML (e.g. search_spaces/anti_poly.yaml)")
+    p.add_argument("--out", type=Path, help="experiment directory (default experiments/<name>)")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a search-space value by dotted path, e.g. budget.trials=4 or "
+                        "base.train.steps=200 (repeatable)")
+    p.add_argument("--preset", help="rebase the base run config on this preset (tiny, paper)")
+    p.add_argument("--address", help="Ray cluster address (e.g. auto); default: start a local Ray")
+    p.add_argument("--num-cpus", type=int, help="CPUs for the local Ray (default: all)")
+    p.add_argument("--storage", help="Tune storage (local dir or s3://bucket/prefix); "
+                                     "default: the experiment directory")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted sweep")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the resolved plan (configs, resources, storage) and exit")
+    return p
+
+
+def _print_front(result: dict) -> None:
+    table = result.get("pareto")
+    if table is None or table.empty:
+        print("[tti_ray.sweep] no finished trials: no Pareto front")
+        return
+    cols = [c for c in ("trial_id", "config_id", "n_seeds") if c in table.columns]
+    cols += [c for c in result["parameters"] if c in table.columns]
+    cols += [c for m in result["objectives"] for c in (m, f"{m}_std") if c in table.columns]
+    print(f"\nPareto front ({len(table)} of {result['n_finished']} finished):")
+    print(table[cols].to_string(index=False, max_colwidth=40))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    prog = "tti_ray.sweep"
+    with fail_on_user_errors(prog):
+        from tti_ray.sweep.runner import plan_sweep, run_sweep
+        from tti_ray.sweep.space import load_search_space
+
+        if args.resume and args.dry_run:
+            raise UsageError("--resume and --dry-run cannot be combined")
+        if args.resume and (args.sets or args.preset):
+            raise UsageError("--resume continues the sweep as it was planned: drop --set/--preset")
+        space = load_search_space(args.search_space, args.sets, preset=args.preset)
+        plan = plan_sweep(space, args.out, storage=args.storage, address=args.address,
+                          resume=args.resume)
+        if args.dry_run:
+            print(json.dumps(plan.describe(), indent=2, default=str))
+            return 0
+        result = run_sweep(plan, num_cpus=args.num_cpus)
+    _print_front(result)
+    df = result["trials"]
+    counts = df["status"].value_counts().to_dict() if len(df) else {}
+    print(f"\n[tti_ray.sweep] {len(df)} trials {counts} -> {plan.exp_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        die("tti_ray.sweep", "interrupted; continue with --resume")

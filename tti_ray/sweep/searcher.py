@@ -1,0 +1,160 @@
+"""Optuna-backed searchers for Ray Tune: multi-objective, persistent, status-aware.
+
+* :func:`make_searcher` builds Ray's ``OptunaSearch`` with lists of metrics/modes, the chosen
+  sampler (TPE with ``constant_liar`` + ``multivariate`` for parallel trials, NSGA-II, GP, random,
+  grid) and an RDB study (SQLite in the experiment dir by default), so the study survives driver
+  restarts and can be opened with Optuna's own tools (``optuna.load_study``).
+* :class:`StatusAwareOptunaSearch` tells Optuna only what a trial really achieved: a trial that
+  finished with every objective finite is ``COMPLETE``; a trial stopped early by the scheduler
+  (its last result has ``status: running``) is ``PRUNED`` - its rung values are *not* told as a
+  complete result; a diverged or failed trial is ``FAIL``. (Ray's own ``OptunaSearch`` would tell
+  an early-stopped trial's last values as complete.)
+* :class:`SeedGroups` runs each suggested configuration with ``seeds_per_config`` seeds and tells
+  the searcher the seed mean once every seed has ended (``FAIL`` if any seed did not finish).
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+from typing import Any
+
+from ray.tune.search import Searcher
+from ray.tune.search.optuna import OptunaSearch
+
+from tti_ray.sweep.space import SearchSpace
+
+SEED_KEY = "__seed_index__"
+
+
+class StatusAwareOptunaSearch(OptunaSearch):
+    def on_trial_complete(
+        self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
+    ) -> None:
+        from optuna.trial import TrialState
+
+        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            return
+        ot_trial = self._ot_trials[trial_id]
+        status = (result or {}).get("status")
+        values = [(result or {}).get(m) for m in self.metric]
+        ok = (
+            not error
+            and status == "finished"
+            and all(isinstance(v, (int, float)) and math.isfinite(v) for v in values)
+        )
+        try:
+            if ok:
+                self._ot_study.tell(ot_trial, [float(v) for v in values])
+            elif status == "running" and not error:
+                self._ot_study.tell(ot_trial, state=TrialState.PRUNED)
+            else:
+                self._ot_study.tell(ot_trial, state=TrialState.FAIL)
+        except (ValueError, RuntimeError):
+            pass  # already told (e.g. a trial re-run after a driver restart)
+        self._completed_trials.add(trial_id)
+
+
+def _sampler(space: SearchSpace) -> Any:
+    import optuna.samplers as s
+
+    seed = space.searcher.seed
+    kind = space.searcher.type
+    n = space.n_configs()
+    startup = space.searcher.n_startup_trials or max(2, min(10, n // 3))
+    if kind == "tpe":
+        return s.TPESampler(
+            seed=seed, constant_liar=True, multivariate=True, n_startup_trials=startup
+        )
+    if kind == "nsga2":
+        return s.NSGAIISampler(seed=seed, population_size=max(4, min(50, n // 3)))
+    if kind == "gp":
+        return s.GPSampler(seed=seed, n_startup_trials=startup)
+    if kind == "random":
+        return s.RandomSampler(seed=seed)
+    return s.GridSampler({k: p.values for k, p in space.parameters.items()}, seed=seed)
+
+
+def make_searcher(space: SearchSpace, storage_url: str) -> Searcher:
+    import optuna
+    from optuna.storages import RDBStorage
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    searcher: Searcher = StatusAwareOptunaSearch(
+        space={k: p.optuna_distribution() for k, p in space.parameters.items()},
+        metric=space.metrics,
+        mode=space.modes,
+        sampler=_sampler(space),
+        study_name=space.name,
+        storage=RDBStorage(storage_url),
+    )
+    if space.budget.seeds_per_config > 1:
+        searcher = SeedGroups(searcher, space.budget.seeds_per_config, space.metrics)
+    return searcher
+
+
+class SeedGroups(Searcher):
+    """Repeat each suggestion for ``n_seeds`` trials (``config[SEED_KEY]`` = 0..n-1) and report
+    the per-metric seed mean to the wrapped searcher."""
+
+    def __init__(self, searcher: Searcher, n_seeds: int, metrics: list[str]) -> None:
+        super().__init__(metric=searcher.metric, mode=searcher.mode)
+        self.searcher, self.n_seeds, self.metrics = searcher, n_seeds, metrics
+        self.groups: dict[str, dict[str, Any]] = {}  # primary id -> group
+        self.member_of: dict[str, str] = {}
+        self.open: list[str] = []  # primaries still handing out seeds
+
+    def set_search_properties(self, metric: Any, mode: Any, config: dict, **spec: Any) -> bool:
+        return self.searcher.set_search_properties(metric, mode, config, **spec)
+
+    def suggest(self, trial_id: str) -> dict | None:
+        if self.open:
+            primary = self.open[0]
+            group = self.groups[primary]
+        else:
+            config = self.searcher.suggest(trial_id)
+            if config is None or config == Searcher.FINISHED:
+                return config
+            primary = trial_id
+            group = self.groups[primary] = {"config": config, "members": [], "results": {}}
+            self.open.append(primary)
+        index = len(group["members"])
+        group["members"].append(trial_id)
+        self.member_of[trial_id] = primary
+        if len(group["members"]) == self.n_seeds:
+            self.open.remove(primary)
+        return {**group["config"], SEED_KEY: index}
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        pass  # intermediate results are not told (Optuna ignores them anyway)
+
+    def on_trial_complete(
+        self, trial_id: str, result: dict | None = None, error: bool = False
+    ) -> None:
+        primary = self.member_of.get(trial_id)
+        if primary is None:
+            return
+        group = self.groups[primary]
+        group["results"][trial_id] = (result or {}, error)
+        if len(group["results"]) < self.n_seeds:
+            return
+        outcomes = list(group["results"].values())
+        if all(r.get("status") == "finished" and not e for r, e in outcomes):
+            agg: dict[str, Any] = {"status": "finished"}
+            for m in self.metrics:
+                vals = [float(r[m]) for r, _ in outcomes if m in r]
+                agg[m] = sum(vals) / len(vals) if len(vals) == self.n_seeds else None
+            self.searcher.on_trial_complete(primary, agg, error=False)
+        else:
+            pruned = all(r.get("status") in ("running", "finished") and not e for r, e in outcomes)
+            self.searcher.on_trial_complete(
+                primary, {"status": "running" if pruned else "failed"}, error=not pruned
+            )
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(self.__dict__, f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as f:
+            self.__dict__.update(pickle.load(f))  # noqa: S301 - Tune's own searcher checkpoint

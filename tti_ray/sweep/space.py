@@ -1,0 +1,247 @@
+"""Search-space files: a validated YAML format for multi-objective sweeps.
+
+```yaml
+name: anti_poly                      # experiment name (default: file stem)
+base:                                # a run config: preset + any overrides (validated)
+  preset: tiny
+  interventions: {anti_poly: {coef: 0.0}}
+parameters:                          # searched, by dotted run-config path
+  interventions.anti_poly.coef: {distribution: loguniform, low: 1.0e-4, high: 1.0e-1}
+  interventions.topk.k: {values: [0.1, 0.25, 0.5]}          # a fixed list (grid or choice)
+objectives:                          # default: val/perplexity:min, val/polysemanticity/mean:min
+  - {metric: val/perplexity, mode: min}
+searcher: {type: tpe, seed: 0}       # tpe | nsga2 | gp | random | grid
+budget: {trials: 8, seeds_per_config: 1}
+resources: {workers: 1, cpus_per_worker: 1, gpus_per_worker: 0}
+concurrency: 2
+scheduler: {type: none}              # or {type: mo_asha, grace_steps: 100, reduction_factor: 3}
+study_storage: null                  # SQLAlchemy URL; default sqlite:///<exp dir>/optuna.db
+```
+
+Every parameter path is checked against the run config at load time by validating the base
+config with the parameter's extreme values, so a typo or an out-of-range bound is an error naming
+``parameters.<path>`` before anything starts.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from tti_ray.config import ConfigError, RunConfig, load_config
+from tti_ray.config.load import (
+    _rebase_on_preset,
+    apply_override,
+    format_validation_error,
+    parse_sets,
+    read_yaml,
+)
+from tti_ray.config.schema import Section
+
+Distribution = Literal["loguniform", "uniform", "int", "logint", "choice"]
+DEFAULT_OBJECTIVES = [
+    {"metric": "val/perplexity", "mode": "min"},
+    {"metric": "val/polysemanticity/mean", "mode": "min"},
+]
+
+
+class Parameter(Section):
+    """One searched dimension. ``values`` alone means a fixed list (choice, or a grid axis)."""
+
+    distribution: Distribution | None = None
+    low: float | None = None
+    high: float | None = None
+    step: float | None = Field(None, gt=0)
+    values: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _shape(self) -> Parameter:
+        if self.values is not None:
+            if self.distribution not in (None, "choice"):
+                raise ValueError("'values' goes with distribution 'choice' (or none)")
+            if not self.values:
+                raise ValueError("values: needs at least one value")
+            self.distribution = "choice"
+            return self
+        if self.distribution in (None, "choice"):
+            raise ValueError("needs 'values: [...]' or a distribution with low/high")
+        if self.low is None or self.high is None:
+            raise ValueError(f"distribution {self.distribution!r} needs low and high")
+        if not self.low < self.high:
+            raise ValueError(f"low ({self.low}) must be < high ({self.high})")
+        if self.distribution in ("loguniform", "logint") and self.low <= 0:
+            raise ValueError(f"{self.distribution} needs low > 0")
+        return self
+
+    def extremes(self) -> list[Any]:
+        if self.values is not None:
+            return list(self.values)
+        if self.distribution in ("int", "logint"):
+            return [int(self.low), int(self.high)]  # type: ignore[arg-type]
+        return [self.low, self.high]
+
+    def optuna_distribution(self) -> Any:
+        import optuna.distributions as od
+
+        if self.values is not None:
+            return od.CategoricalDistribution(self.values)
+        if self.distribution == "loguniform":
+            return od.FloatDistribution(self.low, self.high, log=True)
+        if self.distribution == "uniform":
+            return od.FloatDistribution(self.low, self.high, step=self.step)
+        return od.IntDistribution(
+            int(self.low), int(self.high), log=self.distribution == "logint",
+            step=int(self.step or 1),
+        )
+
+
+class Objective(Section):
+    metric: str
+    mode: Literal["min", "max"] = "min"
+
+
+class Searcher(Section):
+    type: Literal["tpe", "nsga2", "gp", "random", "grid"] = "tpe"
+    seed: int = Field(0, ge=0)
+    n_startup_trials: int | None = Field(None, ge=1)
+
+
+class Budget(Section):
+    trials: int | None = Field(8, ge=1)
+    seeds_per_config: int = Field(1, ge=1)
+
+
+class Resources(Section):
+    workers: int = Field(1, ge=1)
+    cpus_per_worker: float = Field(1.0, gt=0)
+    gpus_per_worker: float = Field(0.0, ge=0)
+    custom: dict[str, float] = Field(default_factory=dict)
+
+
+class Scheduler(Section):
+    """``mo_asha``: multi-objective asynchronous successive halving (see ``scheduler.py``)."""
+
+    type: Literal["none", "mo_asha"] = "none"
+    grace_steps: int = Field(100, ge=1)
+    reduction_factor: float = Field(3.0, gt=1.0)
+
+
+class SearchSpace(Section):
+    name: str
+    description: str = ""
+    base: dict[str, Any] = Field(default_factory=lambda: {"preset": "tiny"})
+    parameters: dict[str, Parameter]
+    objectives: list[Objective] = Field(
+        default_factory=lambda: [Objective(**o) for o in DEFAULT_OBJECTIVES]
+    )
+    searcher: Searcher = Field(default_factory=Searcher)
+    budget: Budget = Field(default_factory=Budget)
+    resources: Resources = Field(default_factory=Resources)
+    concurrency: int = Field(2, ge=1)
+    scheduler: Scheduler = Field(default_factory=Scheduler)
+    study_storage: str | None = None
+    max_failures: int = Field(2, ge=0)
+
+    @field_validator("parameters")
+    @classmethod
+    def _nonempty(cls, v: dict[str, Parameter]) -> dict[str, Parameter]:
+        if not v:
+            raise ValueError("empty search space: name at least one parameter")
+        return v
+
+    @field_validator("objectives")
+    @classmethod
+    def _objectives(cls, v: list[Objective]) -> list[Objective]:
+        if not v:
+            raise ValueError("needs at least one objective")
+        names = [o.metric for o in v]
+        if len(set(names)) != len(names):
+            raise ValueError("objective metrics must be distinct")
+        return v
+
+    @model_validator(mode="after")
+    def _grid(self) -> SearchSpace:
+        if self.searcher.type == "grid":
+            bad = [k for k, p in self.parameters.items() if p.values is None]
+            if bad:
+                raise ValueError(f"searcher grid needs 'values' lists; {bad[0]} has a distribution")
+        return self
+
+    # -- derived ---------------------------------------------------------------------------------
+    @property
+    def metrics(self) -> list[str]:
+        return [o.metric for o in self.objectives]
+
+    @property
+    def modes(self) -> list[str]:
+        return [o.mode for o in self.objectives]
+
+    def grid_points(self) -> list[dict[str, Any]]:
+        keys = list(self.parameters)
+        vals = [self.parameters[k].extremes() for k in keys]
+        return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*vals)]
+
+    def n_configs(self) -> int:
+        if self.searcher.type == "grid":
+            return len(self.grid_points())
+        assert self.budget.trials is not None
+        return self.budget.trials
+
+    def n_trials(self) -> int:
+        return self.n_configs() * self.budget.seeds_per_config
+
+    def run_config(self, params: dict[str, Any], seed: int | None = None) -> RunConfig:
+        overrides = dict(params)
+        if seed is not None:
+            overrides["train.seed"] = seed
+        return load_config(raw=self.base, overrides=overrides)
+
+
+def config_id(params: dict[str, Any]) -> str:
+    """Stable id of a configuration (its searched values), shared by its seeds."""
+    blob = json.dumps({k: params[k] for k in sorted(params)}, sort_keys=True, default=str)
+    return hashlib.sha1(blob.encode()).hexdigest()[:10]
+
+
+def load_search_space(
+    path: str | Path, sets: list[str] | None = None, preset: str | None = None
+) -> SearchSpace:
+    """Read, override (``--set a.b=v`` on the search-space file), validate, and check every
+    parameter against the run config. Errors: :class:`ConfigError`, one line, file + key."""
+    path = Path(path)
+    raw = read_yaml(path)
+    raw.setdefault("name", path.stem)
+    for key, value in parse_sets(sets):
+        apply_override(raw, key, value, f"{path} (--set {key})")
+    if preset is not None:
+        base = raw.get("base") if isinstance(raw.get("base"), dict) else {}
+        raw["base"] = _rebase_on_preset(copy.deepcopy(base), preset, str(path))
+    try:
+        space = SearchSpace.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e, str(path))) from None
+    _check_base(space, path)
+    return space
+
+
+def _check_base(space: SearchSpace, path: Path) -> None:
+    try:
+        load_config(raw=space.base)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: base: {str(e).split(': ', 1)[1]}") from None
+    for key, param in space.parameters.items():
+        for value in param.extremes():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{path}: parameters.{key}: non-finite value {value}")
+            try:
+                load_config(raw=space.base, overrides={key: value})
+            except ConfigError as e:
+                detail = str(e).split(": ", 1)[1]
+                raise ConfigError(f"{path}: parameters.{key}: {detail}") from None
