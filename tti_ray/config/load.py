@@ -15,7 +15,6 @@ import yaml
 from pydantic import ValidationError
 
 from tti_ray.config.schema import RunConfig
-from tti_ray.interventions.registry import KeyPathError
 
 PRESET_DIR = Path(__file__).parent / "presets"
 
@@ -129,29 +128,19 @@ def resolve_raw(raw: dict[str, Any], source: str) -> dict[str, Any]:
     return deep_merge(base, raw)
 
 
+SCALE_SECTIONS = ("model", "data", "train", "eval")
+
+
 def _rebase_on_preset(data: dict[str, Any], preset: str, source: str) -> dict[str, Any]:
-    """Swap the file's preset for ``preset``: the file's own keys that merely restate its old
-    preset's values are dropped, so what the file changes on purpose (interventions, name, any
-    non-preset value) carries over to the new scale."""
-    old = data.get("preset")
-    if old is not None and old in preset_names():
-        base = read_yaml(PRESET_DIR / f"{old}.yaml")
-        data = _drop_equal(data, base)
-    data["preset"] = preset
-    return data
-
-
-def _drop_equal(data: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in data.items():
-        if k == "name" or k not in base:
-            out[k] = v
-        elif isinstance(v, dict) and isinstance(base[k], dict):
-            sub = _drop_equal(v, base[k])
-            if sub:
-                out[k] = sub
-        elif v != base[k]:
-            out[k] = v
+    """Switch a config to another scale (``--preset paper``): the scale sections (model, data,
+    train, eval) come from the new preset; what the file adds on top (interventions, workload,
+    toy, name) carries over. Further tweaks go through ``--set``."""
+    if preset not in preset_names():
+        raise ConfigError(
+            f"--preset: unknown preset {preset!r} (choose from {', '.join(preset_names())})"
+        )
+    out = {k: v for k, v in data.items() if k not in SCALE_SECTIONS}
+    out["preset"] = preset
     return out
 
 
@@ -168,6 +157,10 @@ def format_validation_error(err: ValidationError, source: str) -> str:
 
 
 def validate(raw: dict[str, Any], source: str) -> RunConfig:
+    # Imported here, not at module top: the registry imports ``tti_ray.config.schema``, so a
+    # top-level import makes ``import tti_ray.interventions`` (before tti_ray.config) circular.
+    from tti_ray.interventions.registry import KeyPathError
+
     try:
         return RunConfig.model_validate(raw)
     except ValidationError as e:

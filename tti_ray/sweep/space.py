@@ -61,14 +61,20 @@ class Parameter(Section):
     step: float | None = Field(None, gt=0)
     values: list[Any] | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _values_mean_choice(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("values") is not None:
+            if data.get("distribution", "choice") != "choice":
+                raise ValueError("'values' goes with distribution 'choice' (or none)")
+            data = {**data, "distribution": "choice"}
+        return data
+
     @model_validator(mode="after")
     def _shape(self) -> Parameter:
         if self.values is not None:
-            if self.distribution not in (None, "choice"):
-                raise ValueError("'values' goes with distribution 'choice' (or none)")
             if not self.values:
                 raise ValueError("values: needs at least one value")
-            self.distribution = "choice"
             return self
         if self.distribution in (None, "choice"):
             raise ValueError("needs 'values: [...]' or a distribution with low/high")
@@ -243,5 +249,5 @@ def _check_base(space: SearchSpace, path: Path) -> None:
             try:
                 load_config(raw=space.base, overrides={key: value})
             except ConfigError as e:
-                detail = str(e).split(": ", 1)[1]
+                detail = str(e).split(": ", 1)[1].removeprefix(f"{key}: ")
                 raise ConfigError(f"{path}: parameters.{key}: {detail}") from None

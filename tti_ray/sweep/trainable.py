@@ -91,17 +91,26 @@ def run_trial(config: dict[str, Any]) -> None:
         ctx.get_trial_dir()
     ) / "run"
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "starts.log").open("a").write(f"{os.getpid()}\n")
 
     if meta["workers"] == 1:
         resume = _restore_into(tune.get_checkpoint(), out_dir)
         done = _final_if_done(cfg, out_dir) if resume else None
         if done is not None:
+            _log_start(out_dir, "replay")
             tune.report({**_clean(done), "node_id": _node_id()})
             return
+        _log_start(out_dir, "resume" if resume else "train")
         train_run(cfg, TuneReporter(), out_dir, resume=resume)
         return
+    _log_start(out_dir, "train-ddp")
     _run_ddp(cfg, meta, out_dir, trial_id)
+
+
+def _log_start(out_dir: Path, kind: str) -> None:
+    """``starts.log``: one line per launch of this trial (train / resume / replay of a
+    finished trial whose end Tune had not yet recorded when the driver died)."""
+    with (out_dir / "starts.log").open("a") as f:
+        f.write(f"{kind} {os.getpid()}\n")
 
 
 # -- data-parallel trials -------------------------------------------------------------------------

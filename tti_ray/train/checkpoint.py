@@ -34,6 +34,7 @@ from torch import nn
 from tti_ray.config import RunConfig, load_config
 from tti_ray.data import TokenData, load_tokens
 from tti_ray.interventions import build_interventions
+from tti_ray.interventions.registry import attach_all
 from tti_ray.model import build_model
 
 REQUIRED = ("config.json", "model.safetensors", "run_config.yaml")
@@ -208,8 +209,7 @@ def load_model(directory: str | Path, device: str | torch.device = "cpu") -> Loa
     for iv in ivs.values():
         iv.prepare(tokens)
     load_weights(directory, model, ivs)
-    for iv in ivs.values():
-        iv.attach(model)
+    attach_all(ivs, model)
     model.to(device).eval()
     ivs.to(device).eval()
     step = 0

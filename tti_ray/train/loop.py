@@ -26,6 +26,7 @@ from torch import nn
 from tti_ray.config import RunConfig
 from tti_ray.data import BlockSampler, TokenData, load_tokens
 from tti_ray.interventions import StepContext, build_interventions
+from tti_ray.interventions.registry import attach_all
 from tti_ray.model import build_model, capture
 from tti_ray.train.checkpoint import load_train_state, load_weights, save_checkpoint
 from tti_ray.train.evaluate import evaluate
@@ -173,8 +174,7 @@ def train_run(
     ivs = build_interventions(cfg.interventions, cfg.model)
     for iv in ivs.values():
         iv.prepare(tokens)
-    for iv in ivs.values():
-        iv.attach(model)
+    attach_all(ivs, model)
     model.to(device)
     ivs.to(device)
     stepper = _Stepper(model, ivs)
@@ -258,6 +258,11 @@ def train_run(
             if step % t.log_every == 0:
                 bar.set_postfix(loss=f"{loss_sum:.3f}", lr=f"{lr:.2e}")
 
+        if di.world > 1:  # every rank must agree to stop, or the next collective hangs
+            flag = torch.tensor([0.0 if _is_finite(loss_sum) else 1.0], device=device)
+            dist.all_reduce(flag)
+            if flag.item() > 0:
+                loss_sum = float("nan")
         if not _is_finite(loss_sum):
             status = DIVERGED
             last = {**window.flush(lr), "status": DIVERGED, "step": step}
@@ -292,10 +297,39 @@ def train_run(
             reporter.report(metrics, step=step, checkpoint=saved)
     if bar is not None:
         bar.close()
+    if di.world > 1:
+        _write_worker_record(files.root, di, sampler, t.batch_size, stepper)
+    if status == FINISHED and "val/loss" not in last:
+        # resumed from a final checkpoint: nothing left to train, but the caller still needs
+        # the final metrics (e.g. a trial relaunched on another node)
+        last = {"step": step, **evaluate(model, ivs, tokens, cfg, device, di, autocast)}
+        if reporter is not None:
+            reporter.report({**last, "status": FINISHED}, step=step, checkpoint=None)
     if status == FINISHED:
         last = {**last, "status": FINISHED, "step": step}
         files.write_final(last)
     return last
+
+
+def _write_worker_record(
+    root: Path, di: DistInfo, sampler: BlockSampler, batch_size: int, stepper: nn.Module
+) -> None:
+    """``worker.json`` per data-parallel rank: the blocks of its first batch and a hash of its
+    final weights - how tests (and worried users) check sharding and replica agreement."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, tensor in sorted(stepper.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().float().cpu().numpy().tobytes())
+    record = {
+        "rank": di.rank,
+        "world": di.world,
+        "first_batch_blocks": sampler.indices(0, batch_size, di.rank, di.world),
+        "weights_sha256": h.hexdigest(),
+    }
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "worker.json").write_text(json.dumps(record))
 
 
 class _Window:
