@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 Site = Literal["mlp_hidden", "mlp_out"]
 SITES: tuple[str, ...] = ("mlp_hidden", "mlp_out")
@@ -134,7 +134,7 @@ class RunConfig(Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     interventions: dict[str, Any] = Field(default_factory=dict)
-    toy: dict[str, Any] | None = None
+    toy: Any = None  # a tti_ray.toy config (discriminated by ``kind``), validated below
 
     @field_validator("interventions", mode="before")
     @classmethod
@@ -145,18 +145,22 @@ class RunConfig(Section):
 
     @field_validator("toy", mode="before")
     @classmethod
-    def _build_toy(cls, v: Any) -> Any:
+    def _build_toy(cls, v: Any, info: ValidationInfo) -> Any:
         if v is None:
             return None
         from tti_ray.toy import parse_toy_config
 
-        return parse_toy_config(v)
+        return parse_toy_config(v, workload=info.data.get("workload"))
 
     @model_validator(mode="after")
     def _cross_checks(self) -> RunConfig:
         from tti_ray.interventions import check_against_model
 
         check_against_model(self.interventions, self.model)
+        if self.workload != "lm" or self.toy is not None:
+            from tti_ray.toy import check_workload
+
+            check_workload(self.workload, self.toy)
         if self.model.seq_len < 2:
             raise ValueError("model.seq_len must be >= 2")
         return self

@@ -70,8 +70,8 @@ def _sampler(space: SearchSpace) -> Any:
         return s.NSGAIISampler(seed=seed, population_size=max(4, min(50, n // 3)))
     if kind == "gp":
         return s.GPSampler(seed=seed, n_startup_trials=startup)
-    if kind == "random":
-        return s.RandomSampler(seed=seed)
+    if kind == "random" or space.configurations is not None:
+        return s.RandomSampler(seed=seed)  # explicit configurations are enqueued, not sampled
     return s.GridSampler({k: p.values for k, p in space.parameters.items()}, seed=seed)
 
 
@@ -87,6 +87,7 @@ def make_searcher(space: SearchSpace, storage_url: str) -> Searcher:
         sampler=_sampler(space),
         study_name=space.name,
         storage=RDBStorage(storage_url),
+        points_to_evaluate=space.grid_points() if space.configurations is not None else None,
     )
     if space.budget.seeds_per_config > 1:
         searcher = SeedGroups(searcher, space.budget.seeds_per_config, space.metrics)

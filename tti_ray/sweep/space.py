@@ -12,6 +12,9 @@ objectives:                          # default: val/perplexity:min, val/polysema
   - {metric: val/perplexity, mode: min}
 searcher: {type: tpe, seed: 0}       # tpe | nsga2 | gp | random | grid
 budget: {trials: 8, seeds_per_config: 1}
+configurations: null                 # grid only: an explicit list of points instead of the product
+baseline: null                       # a point: per-config Welch t-tests against it (summary.csv)
+report_metrics: []                   # extra metrics for summary.csv besides the objectives
 resources: {workers: 1, cpus_per_worker: 1, gpus_per_worker: 0}
 concurrency: 2
 scheduler: {type: none}              # or {type: mo_asha, grace_steps: 100, reduction_factor: 3}
@@ -154,6 +157,9 @@ class SearchSpace(Section):
     scheduler: Scheduler = Field(default_factory=Scheduler)
     study_storage: str | None = None
     max_failures: int = Field(2, ge=0)
+    configurations: list[dict[str, Any]] | None = None
+    baseline: dict[str, Any] | None = None
+    report_metrics: list[str] = Field(default_factory=list)
 
     @field_validator("parameters")
     @classmethod
@@ -178,7 +184,27 @@ class SearchSpace(Section):
             bad = [k for k, p in self.parameters.items() if p.values is None]
             if bad:
                 raise ValueError(f"searcher grid needs 'values' lists; {bad[0]} has a distribution")
+        if self.configurations is not None:
+            if self.searcher.type != "grid":
+                raise ValueError("configurations: an explicit list needs searcher type 'grid'")
+            if not self.configurations:
+                raise ValueError("configurations: needs at least one configuration")
+            for i, point in enumerate(self.configurations):
+                self._check_point(point, f"configurations[{i}]")
+        if self.baseline is not None:
+            self._check_point(self.baseline, "baseline")
         return self
+
+    def _check_point(self, point: dict[str, Any], where: str) -> None:
+        if set(point) != set(self.parameters):
+            missing = sorted(set(self.parameters) - set(point))
+            extra = sorted(set(point) - set(self.parameters))
+            raise ValueError(f"{where}: must set exactly the parameters "
+                             f"(missing {missing}, unknown {extra})")
+        for k, v in point.items():
+            p = self.parameters[k]
+            if p.values is not None and v not in p.values:
+                raise ValueError(f"{where}: {k}={v!r} is not one of its values {p.values}")
 
     # -- derived ---------------------------------------------------------------------------------
     @property
@@ -190,6 +216,8 @@ class SearchSpace(Section):
         return [o.mode for o in self.objectives]
 
     def grid_points(self) -> list[dict[str, Any]]:
+        if self.configurations is not None:
+            return [dict(p) for p in self.configurations]
         keys = list(self.parameters)
         vals = [self.parameters[k].extremes() for k in keys]
         return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*vals)]
@@ -242,6 +270,11 @@ def _check_base(space: SearchSpace, path: Path) -> None:
         load_config(raw=space.base)
     except ConfigError as e:
         raise ConfigError(f"{path}: base: {str(e).split(': ', 1)[1]}") from None
+    for i, point in enumerate(space.configurations or []):
+        try:
+            load_config(raw=space.base, overrides=point)
+        except ConfigError as e:
+            raise ConfigError(f"{path}: configurations[{i}]: {str(e).split(': ', 1)[1]}") from None
     for key, param in space.parameters.items():
         for value in param.extremes():
             if isinstance(value, float) and not math.isfinite(value):
