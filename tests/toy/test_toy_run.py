@@ -57,7 +57,8 @@ def test_run_toy_end_to_end(workload, tmp_path):
     assert [c[1] for c in rec.calls[:-1]] == [50, 100]
     final, step, ckpt = rec.calls[-1]
     assert step == out["step"] and ckpt == tmp_path / "run" / "checkpoint"
-    assert all(isinstance(v, float) for v in final.values())
+    assert final["status"] == "finished" and final["step"] == out["step"]
+    assert all(isinstance(v, float) for k, v in final.items() if k.startswith("toy/"))
     assert json.loads((tmp_path / "run" / "metrics.json").read_text()) == out
     tensors, toy, meta = load_checkpoint(ckpt)
     assert toy == cfg.toy and meta["workload"] == workload and meta["seed"] == "3"
