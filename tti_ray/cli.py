@@ -27,9 +27,17 @@ def user_error_types() -> tuple[type[BaseException], ...]:
 
 
 @contextmanager
-def fail_on_user_errors(prog: str) -> Iterator[None]:
-    """Turn the project's user-facing errors into ``prog: error: <one line>`` + exit 2."""
+def fail_on_user_errors(prog: str, config_file: str | None = None) -> Iterator[None]:
+    """Turn the project's user-facing errors into ``prog: error: <one line>`` + exit 2.
+
+    Data errors name a config key (``data.tokenizer: …``); ``config_file`` puts the file in
+    front of it."""
+    from tti_ray.data import DataError
+
     try:
         yield
     except user_error_types() as e:
-        die(prog, str(e).splitlines()[0] if str(e) else type(e).__name__)
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if isinstance(e, DataError) and config_file:
+            msg = f"{config_file}: {msg}"
+        die(prog, msg)

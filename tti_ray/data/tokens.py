@@ -22,8 +22,10 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -51,7 +53,7 @@ def _bundled_stories(split: str) -> list[str]:
     return [s.strip() for s in text.split(EOT) if s.strip()]
 
 
-def _hf_stories(cfg: DataConfig, split: str) -> list[str]:
+def _hf_dataset(cfg: DataConfig, split: str) -> Any:
     try:
         from datasets import load_dataset
 
@@ -64,17 +66,28 @@ def _hf_stories(cfg: DataConfig, split: str) -> list[str]:
         ) from None
     if cfg.hf_text_field not in ds.column_names:
         raise DataError(f"data.hf_text_field: {cfg.hf_text_field!r} not in {ds.column_names}")
-    n = len(ds) if split != "train" or cfg.max_train_stories is None else cfg.max_train_stories
-    return [t for t in ds.select(range(min(n, len(ds))))[cfg.hf_text_field] if t.strip()]
+    return ds
+
+
+def story_batches(cfg: DataConfig, split: str, batch: int = 2048) -> Iterator[list[str]]:
+    """The split's stories in batches (an HF dataset is read batch by batch from its memory-
+    mapped Arrow files, never as one list)."""
+    limit = cfg.max_train_stories if split == "train" else None
+    if cfg.source == "bundled":
+        docs = _bundled_stories(split)[:limit]
+        for i in range(0, len(docs), batch):
+            yield docs[i : i + batch]
+        return
+    ds = _hf_dataset(cfg, split)
+    n = len(ds) if limit is None else min(limit, len(ds))
+    for i in range(0, n, batch):
+        texts = ds.select(range(i, min(i + batch, n)))[cfg.hf_text_field]
+        yield [t for t in texts if t and t.strip()]
 
 
 def stories(cfg: DataConfig, split: str) -> list[str]:
-    if cfg.source == "bundled":
-        out = _bundled_stories(split)
-        if split == "train" and cfg.max_train_stories:
-            out = out[: cfg.max_train_stories]
-        return out
-    return _hf_stories(cfg, split)
+    """All stories of a split as a list (small corpora, tests, displays)."""
+    return [t for b in story_batches(cfg, split) for t in b]
 
 
 def _source_key(cfg: DataConfig) -> str:
@@ -147,20 +160,14 @@ class TokenData:
         return [t if k >= 0 else "<unk>" for t, k in zip(texts, tok, strict=True)]
 
 
-def _remap(train_ids: np.ndarray, eot: int, size: int, vocab: int | None) -> np.ndarray:
-    """keep_ids for the ``vocab - 1`` most frequent ids (+ UNK), or identity."""
+def _remap_from_counts(counts: np.ndarray, eot: int, size: int, vocab: int | None) -> np.ndarray:
+    """keep_ids for the ``vocab - 1`` most frequent training ids (+ UNK), or identity."""
     if vocab is None or vocab >= size:
         return np.arange(size, dtype=np.int64)
-    counts = np.bincount(train_ids, minlength=size)
+    counts = counts.copy()
     counts[eot] = -1  # end-of-text maps to the UNK/EOT slot, not a regular slot
     order = np.lexsort((np.arange(size), -counts))  # by count desc, then id
     return np.concatenate([order[: vocab - 1], [-1]]).astype(np.int64)
-
-
-def _write_atomic(path: Path, arr: np.ndarray) -> None:
-    with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as f:
-        arr.tofile(f)
-    os.replace(f.name, path)
 
 
 def load_tokens(cfg: DataConfig) -> TokenData:
@@ -184,13 +191,26 @@ def load_tokens(cfg: DataConfig) -> TokenData:
 
 
 def _build_cache(cfg: DataConfig, d: Path, key_src: str) -> None:
+    """Two streaming passes, so memory stays bounded by one batch of stories: (1) encode batch by
+    batch to a raw uint32 file per split while counting training-id frequencies; (2) remap the
+    raw ids chunk by chunk into the final file."""
     tok = TextTokenizer(cfg)
-    raw = {}
+    d.mkdir(parents=True, exist_ok=True)
+    counts = np.zeros(tok.size, dtype=np.int64)
+    sizes = {}
     for split in ("train", "valid"):
-        docs = tok.encode_batch(stories(cfg, split))
-        flat = [i for doc in docs for i in (*doc, tok.eot_id)]
-        raw[split] = np.asarray(flat, dtype=np.int64)
-    keep = _remap(raw["train"], tok.eot_id, tok.size, cfg.vocab_size)
+        n = 0
+        with tempfile.NamedTemporaryFile(dir=d, suffix=f".{split}.raw", delete=False) as f:
+            for texts in story_batches(cfg, split):
+                ids = [i for doc in tok.encode_batch(texts) for i in (*doc, tok.eot_id)]
+                arr = np.asarray(ids, dtype=np.uint32)
+                if split == "train":
+                    counts += np.bincount(arr, minlength=tok.size)[: tok.size]
+                arr.tofile(f)
+                n += arr.size
+        os.replace(f.name, d / f"{split}.raw")
+        sizes[split] = n
+    keep = _remap_from_counts(counts, tok.eot_id, tok.size, cfg.vocab_size)
     vocab = len(keep)
     if vocab == tok.size:
         lut, eot_new = np.arange(tok.size), tok.eot_id
@@ -199,9 +219,15 @@ def _build_cache(cfg: DataConfig, d: Path, key_src: str) -> None:
         lut[keep[:-1]] = np.arange(vocab - 1)
         eot_new = vocab - 1
     dtype = np.uint16 if vocab <= 2**16 else np.uint32
-    d.mkdir(parents=True, exist_ok=True)
-    for split, ids in raw.items():
-        _write_atomic(d / f"{split}.bin", lut[ids].astype(dtype))
+    for split in ("train", "valid"):
+        raw = np.memmap(d / f"{split}.raw", dtype=np.uint32, mode="r") if sizes[split] else \
+            np.zeros(0, np.uint32)
+        with tempfile.NamedTemporaryFile(dir=d, delete=False) as f:
+            for i in range(0, len(raw), 1 << 22):
+                lut[raw[i : i + (1 << 22)]].astype(dtype).tofile(f)
+        os.replace(f.name, d / f"{split}.bin")
+        del raw
+        (d / f"{split}.raw").unlink()
     meta = {
         "key": key_src,
         "dtype": np.dtype(dtype).name,
@@ -209,8 +235,8 @@ def _build_cache(cfg: DataConfig, d: Path, key_src: str) -> None:
         "eot_id": int(eot_new),
         "tokenizer_size": tok.size,
         "keep_ids": keep.tolist(),
-        "n_train": int(raw["train"].size),
-        "n_valid": int(raw["valid"].size),
+        "n_train": sizes["train"],
+        "n_valid": sizes["valid"],
     }
     tmp = d / "meta.json.tmp"
     tmp.write_text(json.dumps(meta))

@@ -166,10 +166,10 @@ def train_run(
             f"train.batch_size: {t.batch_size} is not divisible by grad_accum × workers "
             f"({t.grad_accum} × {di.world})"
         )
+    tokens = load_tokens(cfg.data)  # before anything is written: bad data leaves no run dir
     files = RunFiles(Path(out_dir or f"runs/{cfg.name}"), enabled=di.rank == 0)
 
     torch.manual_seed(t.seed)
-    tokens = load_tokens(cfg.data)
     model = build_model(cfg.model, tokens.vocab_size)
     ivs = build_interventions(cfg.interventions, cfg.model)
     for iv in ivs.values():
