@@ -33,6 +33,12 @@ def _save(fig: Figure, out_png: str | Path) -> Path:
     return out
 
 
+def save_figure(fig: Figure, out_png: str | Path) -> Path:
+    """Save a ``Figure`` (built without pyplot) as PNG the way every plot here is saved: Agg
+    canvas, 120 dpi, tight bounding box, parent directories created. Returns the path."""
+    return _save(fig, out_png)
+
+
 def plot_front(
     df: pd.DataFrame,
     objectives: ObjectivesLike,

@@ -171,12 +171,12 @@ def pareto_table(
     return table.reset_index(drop=True)
 
 
-def _jsonable(v: Any) -> Any:
+def jsonable(v: Any) -> Any:
     """Plain-JSON value: numpy scalars unwrapped, NaN/inf -> None, containers recursed."""
     if isinstance(v, Mapping):
-        return {str(k): _jsonable(x) for k, x in v.items()}
+        return {str(k): jsonable(x) for k, x in v.items()}
     if isinstance(v, (list, tuple, np.ndarray)):
-        return [_jsonable(x) for x in v]
+        return [jsonable(x) for x in v]
     if isinstance(v, np.generic):
         v = v.item()
     if isinstance(v, float):
@@ -210,7 +210,7 @@ def pareto_json(
     """``pareto.json``: objectives, reference point (by metric), hypervolume and the front's rows
     as records. JSON-safe (``json.dumps(..., allow_nan=False)`` works: NaN becomes null)."""
     objs = parse_objectives(objectives)
-    return _jsonable(
+    return jsonable(
         {
             "objectives": [{"metric": o.metric, "mode": o.mode} for o in objs],
             "reference_point": _ref_dict(objs, ref),
@@ -256,7 +256,7 @@ def hypervolume_report(
     pts[(done[STATUS].astype(str) != FINISHED).to_numpy()] = np.nan  # only finished trials count
     hist = hypervolume_history(pts, objs, ref_arr) if ref_arr is not None else [0.0] * len(done)
     ids = done[TRIAL_ID].tolist() if TRIAL_ID in done.columns else list(range(len(done)))
-    return _jsonable(
+    return jsonable(
         {
             "objectives": [{"metric": o.metric, "mode": o.mode} for o in objs],
             "hypervolume": hypervolume(_points(fin, objs), objs, ref_arr)
@@ -345,3 +345,6 @@ def summary_vs_baseline(
         for r, p in zip(rows[first:], adj, strict=True):
             r["p_holm"] = p
     return pd.DataFrame(rows, columns=[*SUMMARY_COLUMNS, *params])
+
+
+_jsonable = jsonable  # old private name
