@@ -105,7 +105,8 @@ def test_two_worker_ddp_trial_shards_data_and_agrees_on_weights(tmp_path):
         tmp_path / "space.yaml",
         budget={"trials": 1},
         concurrency=1,
-        resources={"workers": 2, "cpus_per_worker": 1},
+        # 2 × 0.5 CPU for the workers + 0.01 for the trial that drives them fit on 2 CPUs
+        resources={"workers": 2, "cpus_per_worker": 0.5},
         max_failures=0,
     )
     out = tmp_path / "exp"

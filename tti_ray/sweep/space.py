@@ -15,6 +15,7 @@ budget: {trials: 8, seeds_per_config: 1}
 configurations: null                 # grid only: an explicit list of points instead of the product
 baseline: null                       # a point: per-config Welch t-tests against it (summary.csv)
 report_metrics: []                   # extra metrics for summary.csv besides the objectives
+sae_eval: {cpus: 1, config: {kind: topk, k: 32, expansion: 8}}   # SAE-evaluate finished trials
 resources: {workers: 1, cpus_per_worker: 1, gpus_per_worker: 0}
 concurrency: 2
 scheduler: {type: none}              # or {type: mo_asha, grace_steps: 100, reduction_factor: 3}
@@ -47,6 +48,7 @@ from tti_ray.config.load import (
     read_yaml,
 )
 from tti_ray.config.schema import Section
+from tti_ray.interventions.registry import KeyPathError
 
 Distribution = Literal["loguniform", "uniform", "int", "logint", "choice"]
 DEFAULT_OBJECTIVES = [
@@ -142,6 +144,24 @@ class Scheduler(Section):
     reduction_factor: float = Field(3.0, gt=1.0)
 
 
+class SAEEval(Section):
+    """SAE evaluation of every finished trial (issue 6): ``config`` is a :mod:`tti_ray.sae`
+    config (default TopK, k = 32, expansion 8); ``cpus``/``gpus`` the resources of each
+    evaluation task."""
+
+    enabled: bool = True
+    cpus: float = Field(1.0, gt=0)
+    gpus: float = Field(0.0, ge=0)
+    config: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("config")
+    @classmethod
+    def _valid_sae(cls, v: dict[str, Any]) -> dict[str, Any]:
+        from tti_ray.sae import parse_sae_config
+
+        return parse_sae_config(v, prefix="sae_eval.config").model_dump(mode="json")
+
+
 class SearchSpace(Section):
     name: str
     description: str = ""
@@ -160,6 +180,7 @@ class SearchSpace(Section):
     configurations: list[dict[str, Any]] | None = None
     baseline: dict[str, Any] | None = None
     report_metrics: list[str] = Field(default_factory=list)
+    sae_eval: SAEEval | None = None
 
     @field_validator("parameters")
     @classmethod
@@ -205,6 +226,19 @@ class SearchSpace(Section):
             p = self.parameters[k]
             if p.values is not None and v not in p.values:
                 raise ValueError(f"{where}: {k}={v!r} is not one of its values {p.values}")
+
+    @model_validator(mode="after")
+    def _sae_objectives(self) -> SearchSpace:
+        if any(m.startswith("sae/") for m in self.metrics) and not (
+            self.sae_eval and self.sae_eval.enabled
+        ):
+            raise ValueError("objectives: sae/ metrics need an enabled sae_eval section")
+        return self
+
+    @property
+    def sae_inline(self) -> bool:
+        """SAE metrics are objectives: each trial evaluates its own checkpoint before it ends."""
+        return any(m.startswith("sae/") for m in self.metrics)
 
     # -- derived ---------------------------------------------------------------------------------
     @property
@@ -261,15 +295,28 @@ def load_search_space(
         space = SearchSpace.model_validate(raw)
     except ValidationError as e:
         raise ConfigError(format_validation_error(e, str(path))) from None
+    except KeyPathError as e:
+        raise ConfigError(f"{path}: {e.path}: {e.msg}") from None
     _check_base(space, path)
     return space
 
 
 def _check_base(space: SearchSpace, path: Path) -> None:
+    from tti_ray.sweep.metric_names import is_reported
+
     try:
-        load_config(raw=space.base)
+        base = load_config(raw=space.base)
     except ConfigError as e:
         raise ConfigError(f"{path}: base: {str(e).split(': ', 1)[1]}") from None
+    sae = bool(space.sae_eval and space.sae_eval.enabled)
+    for field, names in (("objectives", space.metrics), ("report_metrics", space.report_metrics)):
+        for i, name in enumerate(names):
+            if not is_reported(name, base, sae):
+                key = f"objectives[{i}].metric" if field == "objectives" else f"{field}[{i}]"
+                example = "toy/…" if base.workload != "lm" else "val/perplexity, val/<metric>/mean"
+                raise ConfigError(
+                    f"{path}: {key}: no trial reports {name!r} (e.g. {example})"
+                )
     for i, point in enumerate(space.configurations or []):
         try:
             load_config(raw=space.base, overrides=point)
