@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from tti_ray.cli import UsageError, die, fail_on_user_errors
+from tti_ray.tracking.config import add_tracking_args
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,6 +28,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-cpus", type=int, help="CPUs for the local Ray (default: all)")
     p.add_argument("--storage", help="Tune storage (local dir or s3://bucket/prefix); "
                                      "default: the experiment directory")
+    add_tracking_args(p, default="sqlite:///<out>/mlflow.db, artifacts in <out>/mlartifacts")
+    p.add_argument("--no-tracking", action="store_true", help="no MLflow tracking")
+    p.add_argument("--no-wait-sae", action="store_true",
+                   help="end without waiting for outstanding SAE evaluations")
     p.add_argument("--resume", action="store_true", help="continue an interrupted sweep")
     p.add_argument("--dry-run", action="store_true",
                    help="print the resolved plan (configs, resources, storage) and exit")
@@ -58,7 +63,9 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError("--resume continues the sweep as it was planned: drop --set/--preset")
         space = load_search_space(args.search_space, args.sets, preset=args.preset)
         plan = plan_sweep(space, args.out, storage=args.storage, address=args.address,
-                          resume=args.resume)
+                          resume=args.resume, tracking_uri=args.tracking_uri,
+                          artifact_store=args.artifact_store, track=not args.no_tracking)
+        plan.wait_sae = not args.no_wait_sae
         if args.dry_run:
             print(json.dumps(plan.describe(), indent=2, default=str))
             return 0

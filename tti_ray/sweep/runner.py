@@ -40,6 +40,8 @@ class SweepPlan:
     resume: bool
     runs_dir: Path | None
     threads: int | None
+    wait_sae: bool = True
+    tracking: Any = None  # tti_ray.tracking.TrackingConfig, or None for --no-tracking
 
     def describe(self) -> dict[str, Any]:
         s = self.space
@@ -61,6 +63,7 @@ class SweepPlan:
             "concurrency": s.concurrency,
             "resources_per_trial": s.resources.model_dump(),
             "base_run_config": cfg.to_dict(),
+            "tracking": self.tracking.to_dict() if self.tracking else None,
         }
 
 
@@ -69,20 +72,61 @@ def is_uri(path: str) -> bool:
 
 
 def check_writable(exp_dir: Path) -> None:
-    """Fail before any trial starts if the experiment directory cannot be written."""
+    """Fail before any trial starts if the experiment directory cannot be written (probed in
+    the nearest existing ancestor, so a failed check creates nothing)."""
+    probe_dir = exp_dir
+    while not probe_dir.exists() and probe_dir != probe_dir.parent:
+        probe_dir = probe_dir.parent
+    if not probe_dir.is_dir():
+        raise UsageError(f"--out: {probe_dir} is not a directory")
     try:
-        exp_dir.mkdir(parents=True, exist_ok=True)
-        probe = exp_dir / f".write_probe_{uuid.uuid4().hex}"
+        probe = probe_dir / f".tti_ray_write_probe_{uuid.uuid4().hex}"
         with probe.open("wb") as f:
             f.write(b"\0" * 65536)
             f.flush()
             os.fsync(f.fileno())
         probe.unlink()
     except OSError as e:
-        raise UsageError(f"--out: experiment directory {exp_dir} is not writable ({e.strerror})")
-    free = shutil.disk_usage(exp_dir).free
+        raise UsageError(
+            f"--out: experiment directory {exp_dir} is not writable ({e.strerror})"
+        ) from None
+    free = shutil.disk_usage(probe_dir).free
     if free < 50 * 2**20:
         raise UsageError(f"--out: only {free // 2**20} MiB free at {exp_dir} (need ≥ 50 MiB)")
+
+
+def check_storage(storage: str) -> None:
+    """An ``s3://`` Tune storage must exist and take writes with the credentials at hand."""
+    if storage.startswith("s3://"):
+        from tti_ray.tracking.config import check_s3
+
+        endpoint = os.environ.get("MLFLOW_S3_ENDPOINT_URL")
+        if endpoint and not os.environ.get("AWS_ENDPOINT_URL"):
+            os.environ["AWS_ENDPOINT_URL"] = endpoint  # pyarrow (Tune) reads this one
+        check_s3(storage, f"--storage {storage}")
+    elif is_uri(storage) and not storage.startswith(("gs://", "file://", "hdfs://")):
+        raise UsageError(f"--storage {storage}: unsupported scheme (local path, s3://, gs://)")
+
+
+def check_data(space: SearchSpace) -> None:
+    """Tokenize (or find cached) the base run's data on the driver: a dataset or tokenizer
+    that cannot be loaded is an error before any trial starts, and local trials start warm."""
+    from tti_ray.data import DataError, load_tokens
+
+    cfg = space.run_config({})
+    if cfg.workload != "lm":
+        return
+    try:
+        load_tokens(cfg.data)
+    except DataError as e:
+        raise DataError(f"base.{e}") from None
+
+
+def preflight(plan: SweepPlan) -> None:
+    check_data(plan.space)
+    if is_uri(plan.storage):
+        check_storage(plan.storage)
+    check_writable(plan.exp_dir)
 
 
 def plan_sweep(
@@ -92,7 +136,12 @@ def plan_sweep(
     storage: str | None = None,
     address: str | None = None,
     resume: bool = False,
+    tracking_uri: str | None = None,
+    artifact_store: str | None = None,
+    track: bool = True,
 ) -> SweepPlan:
+    from tti_ray.tracking import resolve_tracking
+
     exp_dir = (out or Path("experiments") / space.name).absolute()
     store = storage or str(exp_dir)
     if not is_uri(store):
@@ -102,6 +151,9 @@ def plan_sweep(
     return SweepPlan(
         space, exp_dir, store, study_url, address, resume,
         runs_dir=None if is_uri(store) else exp_dir / "runs", threads=threads,
+        tracking=resolve_tracking(exp_dir=exp_dir, experiment_name=space.name,
+                                  tracking_uri=tracking_uri, artifact_store=artifact_store,
+                                  enabled=track, resume=resume),
     )
 
 
@@ -120,6 +172,9 @@ def _init_ray(address: str | None, num_cpus: int | None) -> None:
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     # save Tune's experiment state at least every 5 s (Ray's default backs off to ≥ 10 s)
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "5")
+    # intermediate results may lack an objective (checkpoint-only steps, SAE metrics that come
+    # at the end): objectives are checked against reported metric names at load time instead
+    os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
     kwargs: dict[str, Any] = {"logging_level": "WARNING", "log_to_driver": True}
     if address:
         ray.init(address=address, **kwargs)
@@ -143,11 +198,31 @@ def write_outputs(space: SearchSpace, exp_dir: Path, df: pd.DataFrame) -> dict[s
     pj = pareto_json(table, spec, hv["reference_point"], hv["hypervolume"])
     _atomic_text(exp_dir / "pareto.json", json.dumps(pj, indent=1, allow_nan=False))
     _atomic_text(exp_dir / "hypervolume.json", json.dumps(hv, indent=1, allow_nan=False))
+    if space.baseline is not None and space.budget.seeds_per_config > 1:
+        from tti_ray.analysis.tables import summary_vs_baseline
+        from tti_ray.sweep.space import config_id
+
+        metrics = [m for m in [*space.metrics, *space.report_metrics] if m in df.columns]
+        summary = summary_vs_baseline(df, metrics, config_id(space.baseline), params=params)
+        _atomic_text(exp_dir / "summary.csv", summary.to_csv(index=False))
+    if space.run_config({}).workload == "toy_superposition" and len(params) == 2:
+        _phase_diagram(df, params, exp_dir / "phase_diagram.png", space.name)
     try:
         plot_front(df, spec, exp_dir / "front.png", title=f"{space.name}: Pareto front")
     except Exception as e:  # noqa: BLE001 - a plot must never kill a sweep
         print(f"[tti_ray.sweep] front plot failed: {e}", file=sys.stderr)
     return {"pareto": table, "hypervolume": hv}
+
+
+def _phase_diagram(df: pd.DataFrame, params: list[str], out: Path, name: str) -> None:
+    from tti_ray.toy.superposition import phase_diagram
+
+    done = df[(df["status"] == "finished") & df["toy/phase"].notna()] if "toy/phase" in df else []
+    if len(done):
+        x, y = (p.removeprefix("toy.") for p in params)
+        records = [{x: r[params[0]], y: r[params[1]], "toy/phase": r["toy/phase"]}
+                   for _, r in done.iterrows()]
+        phase_diagram(records, out, x=x, y=y, title=f"{name}: phase of the last feature")
 
 
 def _atomic_text(path: Path, text: str) -> None:
@@ -180,6 +255,27 @@ class _Progress:
         )
 
 
+def _log_to_child_run(tracker: Any, trial_id: str, metrics: dict[str, float]) -> None:
+    """Add metrics computed after a trial ended (SAE evaluation) to its MLflow child run."""
+    import time as _time
+
+    try:
+        runs = tracker.client.client.search_runs(
+            [tracker.experiment_id],
+            filter_string=f"tags.`mlflow.parentRunId` = '{tracker.parent_run_id}' and "
+                          f"tags.`tti_ray.trial_id` = '{trial_id}'",
+            max_results=1,
+        )
+    except Exception as e:  # noqa: BLE001 - the trial table keeps the numbers regardless
+        print(f"[tti_ray.sweep] MLflow: could not find the run of {trial_id} ({e})",
+              file=sys.stderr)
+        return
+    if runs:
+        ts = int(_time.time() * 1000)
+        tracker.client.log_batch(runs[0].info.run_id,
+                                 metrics=[[k, v, ts, 0] for k, v in metrics.items()])
+
+
 def _trial_name(trial: Any) -> str:
     return f"trial_{trial.trial_id}"
 
@@ -192,9 +288,10 @@ def run_sweep(plan: SweepPlan, num_cpus: int | None = None) -> dict[str, Any]:
     from tti_ray.sweep.searcher import make_searcher
     from tti_ray.sweep.table import TrialTable
     from tti_ray.sweep.trainable import run_trial
+    from tti_ray.tracking import start_sweep_tracking, update_sweep_tracking
 
     space, exp_dir = plan.space, plan.exp_dir
-    check_writable(exp_dir)
+    preflight(plan)  # data, storage, experiment dir: fail before anything is created
     resuming = plan.resume
     if resuming and not tune_state_exists(plan):
         raise UsageError(f"--resume: no sweep to resume at {plan.storage}/{TUNE_NAME}")
@@ -203,6 +300,14 @@ def run_sweep(plan: SweepPlan, num_cpus: int | None = None) -> dict[str, Any]:
             f"--out: {exp_dir} already holds a sweep; pass --resume to continue it or choose "
             "another --out"
         )
+    created = not exp_dir.exists()
+    exp_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        tracker = start_sweep_tracking(plan.tracking, exp_dir, space, resuming)  # preflight
+    except UsageError:
+        if created:  # a failed preflight leaves nothing behind
+            shutil.rmtree(exp_dir, ignore_errors=True)
+        raise
     (exp_dir / "search_space.yaml").write_text(
         yaml.safe_dump(space.model_dump(mode="json"), sort_keys=False)
     )
@@ -222,7 +327,21 @@ def run_sweep(plan: SweepPlan, num_cpus: int | None = None) -> dict[str, Any]:
         )
         stopped = scheduler.stopped
     table = TrialTable(space, exp_dir, base_seed, stopped=stopped,
-                       on_update=lambda df: (write_outputs(space, exp_dir, df), _Progress(space)(df)))
+                       on_update=lambda df: (write_outputs(space, exp_dir, df), _Progress(space)(df),
+                                             update_sweep_tracking(exp_dir, df)))
+
+    sae_trigger = None
+    if space.sae_eval is not None and space.sae_eval.enabled and not space.sae_inline:
+        from tti_ray.sweep.sae_trigger import SAETrigger
+
+        def _sae_done(trial_id: str, metrics: dict[str, float]) -> None:
+            table.set_metrics(trial_id, metrics)
+            if tracker is not None:
+                _log_to_child_run(tracker, trial_id, metrics)
+
+        sae_trigger = SAETrigger(space.sae_eval.config, space.sae_eval.cpus,
+                                 space.sae_eval.gpus, exp_dir, plan.runs_dir, _sae_done)
+    callbacks: list[Any] = [table] + ([sae_trigger] if sae_trigger else [])
 
     r = space.resources
     meta = {
@@ -237,6 +356,8 @@ def run_sweep(plan: SweepPlan, num_cpus: int | None = None) -> dict[str, Any]:
         "runs_dir": str(plan.runs_dir) if plan.runs_dir else None,
         "train_storage": f"{plan.storage}/ddp",
         "max_failures": space.max_failures,
+        "tracking": tracker.trial_meta() if tracker else None,
+        "sae_inline": space.sae_eval.config if space.sae_eval and space.sae_inline else None,
     }
     if r.workers == 1:
         res = {"cpu": r.cpus_per_worker, "gpu": r.gpus_per_worker, **r.custom}
@@ -249,7 +370,7 @@ def run_sweep(plan: SweepPlan, num_cpus: int | None = None) -> dict[str, Any]:
         storage_path=plan.storage,
         failure_config=tune.FailureConfig(max_failures=space.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-        callbacks=[table],
+        callbacks=callbacks,
         progress_reporter=tune.CLIReporter(
             metric_columns={"step": "step", **{m: m.split("/", 1)[-1] for m in space.metrics}},
             parameter_columns={k: k.split(".")[-2] + "." + k.split(".")[-1] if k.count(".") else k
@@ -264,6 +385,12 @@ def run_sweep(plan: SweepPlan, num_cpus: int | None = None) -> dict[str, Any]:
             f"{plan.storage}/{TUNE_NAME}", trainable=trainable, resume_errored=True,
             param_space={"__tti__": meta},
         )
+        # Tune unpickles the old driver's callbacks; use this driver's fresh ones instead
+        internal = getattr(tuner, "_local_tuner", None)
+        if internal is not None:
+            internal.get_run_config().callbacks = callbacks
+        if sae_trigger is not None:
+            sae_trigger.relaunch_missing(table.rows)
     else:
         searcher = make_searcher(space, plan.study_url)
         tuner = tune.Tuner(
@@ -279,10 +406,19 @@ def run_sweep(plan: SweepPlan, num_cpus: int | None = None) -> dict[str, Any]:
             ),
             run_config=run_config,
         )
-    tuner.fit()
+    try:
+        tuner.fit()
+    except BaseException:
+        if tracker:
+            tracker.close()
+        raise
+    if sae_trigger is not None and plan.wait_sae:
+        sae_trigger.wait()
     table.load()
     df = table.frame()
     out = write_outputs(space, exp_dir, df)
+    if tracker:
+        tracker.finish(df)
     n_finished = int((df["status"] == "finished").sum()) if len(df) else 0
     return {"trials": df, "parameters": list(space.parameters), "objectives": space.metrics,
             "n_finished": n_finished, **out}

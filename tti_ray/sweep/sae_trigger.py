@@ -15,7 +15,6 @@ result, so the trial runs it itself right after training (see ``trainable.run_tr
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -38,10 +37,10 @@ def evaluate_trial_checkpoint(checkpoint: Any, sae_cfg: dict[str, Any], out_dir:
     if threads:
         torch.set_num_threads(threads)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    if isinstance(checkpoint, (str, os.PathLike)):
+    if not hasattr(checkpoint, "as_directory"):  # a local path
         run = load_model(checkpoint, device=device)
         return evaluate_checkpoint(run, sae_cfg, out_dir, progress=False)
-    with checkpoint.as_directory() as d:
+    with checkpoint.as_directory() as d:  # a Ray checkpoint, possibly in s3://
         run = load_model(d, device=device)
         return evaluate_checkpoint(run, sae_cfg, out_dir, progress=False)
 
@@ -62,7 +61,9 @@ class SAETrigger(Callback):
         self.errors: dict[str, str] = {}
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_pending": {}}  # object refs do not outlive the driver
+        # Tune pickles callbacks with its experiment state: object refs and the driver's hooks
+        # (MLflow client threads) do not outlive the driver; --resume builds a fresh trigger
+        return {**self.__dict__, "_pending": {}, "on_metrics": None}
 
     def launch(self, trial_id: str, checkpoint: Any, attempt: int = 1) -> None:
         out = str(self.runs_dir / trial_id / "sae_eval") if self.runs_dir else None

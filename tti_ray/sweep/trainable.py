@@ -81,6 +81,8 @@ def _final_if_done(cfg: Any, out_dir: Path) -> dict[str, Any] | None:
 
 def run_trial(config: dict[str, Any]) -> None:
     """Tune function trainable."""
+    from tti_ray.sweep.space import config_id
+    from tti_ray.tracking import track_trial
     from tti_ray.train import train_run
 
     meta = config["__tti__"]
@@ -91,19 +93,44 @@ def run_trial(config: dict[str, Any]) -> None:
         ctx.get_trial_dir()
     ) / "run"
     out_dir.mkdir(parents=True, exist_ok=True)
+    cid = config_id({k: config.get(k) for k in meta["parameters"]})
 
-    if meta["workers"] == 1:
-        resume = _restore_into(tune.get_checkpoint(), out_dir)
-        done = _final_if_done(cfg, out_dir) if resume else None
-        if done is not None:
-            _log_start(out_dir, "replay")
-            tune.report({**_clean(done), "node_id": _node_id()})
+    with track_trial(meta.get("tracking"), cfg, trial_id=trial_id, config_id=cid,
+                     out_dir=out_dir) as run:  # the trial's child MLflow run
+        if meta["workers"] == 1:
+            resume = _restore_into(tune.get_checkpoint(), out_dir)
+            done = _final_if_done(cfg, out_dir) if resume else None
+            if done is not None:
+                _log_start(out_dir, "replay")
+                tune.report({**_clean(done), "node_id": _node_id()})
+                return
+            _log_start(out_dir, "resume" if resume else "train")
+            reporter = run.wrap(TuneReporter())
+            final = train_run(cfg, reporter, out_dir, resume=resume)
+            if meta.get("sae_inline") and final.get("status") == "finished":
+                _evaluate_inline(meta["sae_inline"], out_dir, final, reporter)
             return
-        _log_start(out_dir, "resume" if resume else "train")
-        train_run(cfg, TuneReporter(), out_dir, resume=resume)
-        return
-    _log_start(out_dir, "train-ddp")
-    _run_ddp(cfg, meta, out_dir, trial_id)
+        _log_start(out_dir, "train-ddp")
+        _run_ddp(cfg, meta, out_dir, trial_id, run.worker_info(meta.get("tracking")))
+
+
+def _evaluate_inline(sae_cfg: dict[str, Any], out_dir: Path, final: dict[str, Any],
+                     reporter: Any) -> None:
+    """SAE metrics are objectives: evaluate the final checkpoint before the trial ends, so the
+    searcher is told them with the rest (a failure is retried once, then the trial fails)."""
+    from tti_ray.sweep.sae_trigger import evaluate_trial_checkpoint
+
+    for attempt in (1, 2):
+        try:
+            sae = evaluate_trial_checkpoint(out_dir / "checkpoint", sae_cfg,
+                                            str(out_dir / "sae_eval"))
+            break
+        except Exception:  # noqa: BLE001
+            if attempt == 2:
+                raise
+    merged = {**final, **sae}
+    (out_dir / "metrics.json").write_text(json.dumps(merged, indent=1, default=str))
+    reporter.report(merged, step=int(final.get("step", 0)), checkpoint=None)
 
 
 def _log_start(out_dir: Path, kind: str) -> None:
@@ -130,6 +157,7 @@ def _ddp_worker(loop_config: dict[str, Any]) -> None:
     import ray.train.torch
 
     from tti_ray.config import load_config
+    from tti_ray.tracking import attach_worker
     from tti_ray.train import DistInfo, train_run
 
     ctx = ray.train.get_context()
@@ -140,10 +168,12 @@ def _ddp_worker(loop_config: dict[str, Any]) -> None:
     resume = _restore_into(ray.train.get_checkpoint(), out_dir)
     device = ray.train.torch.get_device()
     di = DistInfo(rank=rank, world=ctx.get_world_size(), device=device)
-    train_run(cfg, TrainReporter(), out_dir, resume=resume, dist_info=di)
+    run = attach_worker(loop_config.get("tracking"), out_dir, rank)  # rank 0 logs to MLflow
+    train_run(cfg, run.wrap(TrainReporter(), rank), out_dir, resume=resume, dist_info=di)
 
 
-def _run_ddp(cfg: Any, meta: dict[str, Any], out_dir: Path, trial_id: str) -> None:
+def _run_ddp(cfg: Any, meta: dict[str, Any], out_dir: Path, trial_id: str,
+             tracking: dict[str, Any] | None = None) -> None:
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
@@ -154,7 +184,8 @@ def _run_ddp(cfg: Any, meta: dict[str, Any], out_dir: Path, trial_id: str) -> No
         resources["GPU"] = meta["gpus_per_worker"]
     trainer = TorchTrainer(
         _ddp_worker,
-        train_loop_config={"run_config": cfg.to_dict(), "out_dir": str(out_dir)},
+        train_loop_config={"run_config": cfg.to_dict(), "out_dir": str(out_dir),
+                           "tracking": tracking},
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ray.train.ScalingConfig(
             num_workers=meta["workers"], use_gpu=use_gpu, resources_per_worker=resources

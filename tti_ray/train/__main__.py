@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from tti_ray.cli import die, fail_on_user_errors
+from tti_ray.tracking.config import add_tracking_args
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,23 +23,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", help="use this shipped preset instead of the file's (tiny, paper)")
     p.add_argument("--out", type=Path, help="run directory (default runs/<name>)")
     p.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint")
-    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: none for plain runs)")
+    add_tracking_args(p, default="none: no MLflow run")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    with fail_on_user_errors("tti_ray.train"):
+    with fail_on_user_errors("tti_ray.train", args.config):
         from tti_ray.config import load_config
 
         cfg = load_config(args.config, args.sets, preset=args.preset)
         out = args.out or Path("runs") / cfg.name
         if args.resume and not (out / "checkpoint" / "train_state.json").exists():
             die("tti_ray.train", f"--resume: no checkpoint in {out / 'checkpoint'}")
+        from tti_ray.tracking import track_run
         from tti_ray.train import train_run
 
-        final = train_run(cfg, None, out, resume=args.resume, progress=not args.no_progress)
+        with track_run(args.tracking_uri, args.artifact_store, cfg, out, resume=args.resume) as run:
+            final = train_run(cfg, run.wrap(None), out, resume=args.resume,
+                              progress=not args.no_progress)
     status = final.get("status")
     ppl = final.get("val/perplexity")
     poly = final.get("val/polysemanticity/mean")
