@@ -62,6 +62,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.resume and (args.sets or args.preset):
             raise UsageError("--resume continues the sweep as it was planned: drop --set/--preset")
         space = load_search_space(args.search_space, args.sets, preset=args.preset)
+        if args.resume:  # continue the sweep as it was planned, not as the file reads now
+            saved = (args.out or Path("experiments") / space.name) / "search_space.yaml"
+            if saved.exists():
+                space = load_search_space(saved)
         plan = plan_sweep(space, args.out, storage=args.storage, address=args.address,
                           resume=args.resume, tracking_uri=args.tracking_uri,
                           artifact_store=args.artifact_store, track=not args.no_tracking)

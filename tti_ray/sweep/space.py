@@ -286,11 +286,11 @@ def load_search_space(
     path = Path(path)
     raw = read_yaml(path)
     raw.setdefault("name", path.stem)
-    for key, value in parse_sets(sets):
-        apply_override(raw, key, value, f"{path} (--set {key})")
-    if preset is not None:
+    if preset is not None:  # first the scale, then the user's --set tweaks on top of it
         base = raw.get("base") if isinstance(raw.get("base"), dict) else {}
         raw["base"] = _rebase_on_preset(copy.deepcopy(base), preset, str(path))
+    for key, value in parse_sets(sets):
+        apply_override(raw, key, value, f"{path} (--set {key})")
     try:
         space = SearchSpace.model_validate(raw)
     except ValidationError as e:
