@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -32,9 +31,34 @@ def good_space() -> dict:
 
 
 def run(module: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    e = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", **(env or {})}
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=e,
-                          capture_output=True, text=True, timeout=180)
+    """Call the CLI's ``main`` in-process (the same code path as ``python -m``; one import for
+    the whole catalogue), with HF offline and ``env`` applied, capturing stdout/stderr."""
+    import contextlib
+    import importlib
+    import io
+
+    e = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", **(env or {})}
+    saved = {k: os.environ.get(k) for k in e}
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    cwd = os.getcwd()
+    try:
+        os.environ.update(e)
+        os.chdir(ROOT)
+        main = importlib.import_module(f"{module}.__main__").main
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(list(args)) or 0
+            except SystemExit as ex:
+                code = ex.code if isinstance(ex.code, int) else 1
+    finally:
+        os.chdir(cwd)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return subprocess.CompletedProcess([module, *args], code, out.getvalue(), err.getvalue())
 
 
 def assert_one_line_exit_2(r: subprocess.CompletedProcess, *needles: str) -> None:
