@@ -76,7 +76,14 @@ class TrialTable(Callback):
         return row
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
-        changed = False
+        known = {t.trial_id for t in trials}
+        # a trial the previous driver created but Tune never saved (driver killed in between)
+        # will not come back under that id: it must not linger as pending/running
+        stale = [k for k, r in self.rows.items()
+                 if r["status"] in ("pending", "running") and k not in known]
+        for k in stale:
+            del self.rows[k]
+        changed = bool(stale)
         for t in trials:
             if t.trial_id not in self.rows:
                 self._row(t)
