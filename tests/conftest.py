@@ -9,7 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-torch.set_num_threads(1)  # tests use small tensors: one thread is fastest and steadiest
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One torch thread per test: the tensors are tiny, and on a shared 2-core machine a second
+    OpenMP thread spin-waiting against other processes makes them up to ~30x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(autouse=True)

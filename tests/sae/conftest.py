@@ -10,21 +10,12 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-import torch
 
 from tti_ray.config import RunConfig
 from tti_ray.data import TokenData
 from tti_ray.model import build_model
 
 VOCAB = 64
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def fake_tokens(n_train: int = 20_000, n_valid: int = 2_000, vocab: int = VOCAB) -> TokenData:

@@ -22,6 +22,32 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, validate_assignment=True)
 
 
+class SiteSelection(Section):
+    """Where a component acts: sites (``mlp_hidden``, ``mlp_out``) and layers (``"all"`` or
+    indices). Shared by interventions and SAE evaluation."""
+
+    sites: list[Site] = Field(default_factory=lambda: ["mlp_hidden"])
+    layers: Literal["all"] | list[int] = "all"
+
+    @field_validator("sites")
+    @classmethod
+    def _sites_nonempty(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("needs at least one site")
+        return list(dict.fromkeys(v))
+
+    @field_validator("layers")
+    @classmethod
+    def _layers_valid(cls, v: Any) -> Any:
+        if isinstance(v, list):
+            if not v:
+                raise ValueError("needs at least one layer (or 'all')")
+            if any(i < 0 for i in v):
+                raise ValueError("layer indices must be >= 0")
+            return sorted(set(v))
+        return v
+
+
 class ModelConfig(Section):
     """GPT-2 style decoder. ``d_ff`` defaults to ``4 * d_model``."""
 

@@ -34,13 +34,13 @@ import zlib
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError
 from torch import nn
 
-from tti_ray.config.schema import ModelConfig, Section, Site
+from tti_ray.config.schema import ModelConfig, SiteSelection
 
 if TYPE_CHECKING:
     from tti_ray.data.tokens import TextTokenizer, TokenData
@@ -58,7 +58,7 @@ class KeyPathError(Exception):
         self.path, self.msg = path, msg
 
 
-class InterventionConfig(Section):
+class InterventionConfig(SiteSelection):
     """Fields every intervention has.
 
     ``coef`` multiplies the loss terms (architectural-only interventions may ignore it);
@@ -68,26 +68,7 @@ class InterventionConfig(Section):
     type: str
     coef: float = Field(0.0, ge=0.0)
     coef_warmup_steps: int = Field(0, ge=0)
-    sites: list[Site] = Field(default_factory=lambda: ["mlp_hidden"])
-    layers: Literal["all"] | list[int] = "all"
 
-    @field_validator("sites")
-    @classmethod
-    def _sites_nonempty(cls, v: list[str]) -> list[str]:
-        if not v:
-            raise ValueError("needs at least one site")
-        return list(dict.fromkeys(v))
-
-    @field_validator("layers")
-    @classmethod
-    def _layers_valid(cls, v: Any) -> Any:
-        if isinstance(v, list):
-            if not v:
-                raise ValueError("needs at least one layer (or 'all')")
-            if any(i < 0 for i in v):
-                raise ValueError("layer indices must be >= 0")
-            return sorted(set(v))
-        return v
 
 
 @dataclass(frozen=True)

@@ -14,15 +14,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, model_validator
 
-from tti_ray.config.schema import Section, Site
+from tti_ray.config.schema import SiteSelection
 from tti_ray.interventions.registry import KeyPathError
 
 DEFAULT_KIND = "topk"
 
 
-class SAEConfig(Section):
+class SAEConfig(SiteSelection):
     """Fields every SAE kind has.
 
     * ``expansion``: d_sae = expansion × d_in (seed configs: 4, 8, 16).
@@ -45,31 +45,12 @@ class SAEConfig(Section):
     lr: float = Field(1e-3, gt=0.0, le=1.0)
     lr_warmup_frac: float = Field(0.05, ge=0.0, le=1.0)
     lr_decay_frac: float = Field(0.2, ge=0.0, le=1.0)
-    sites: list[Site] = Field(default_factory=lambda: ["mlp_hidden"])
-    layers: Literal["all"] | list[int] = "all"
     seed: int = Field(0, ge=0)
     eval_tokens: int = Field(8192, ge=1)
     model_batch: int = Field(8, ge=1)
     shuffle_buffer: int = Field(16384, ge=1)
     normalize_input: bool = True
 
-    @field_validator("sites")
-    @classmethod
-    def _sites_nonempty(cls, v: list[str]) -> list[str]:
-        if not v:
-            raise ValueError("needs at least one site")
-        return list(dict.fromkeys(v))
-
-    @field_validator("layers")
-    @classmethod
-    def _layers_valid(cls, v: Any) -> Any:
-        if isinstance(v, list):
-            if not v:
-                raise ValueError("needs at least one layer (or 'all')")
-            if any(i < 0 for i in v):
-                raise ValueError("layer indices must be >= 0")
-            return sorted(set(v))
-        return v
 
     def layer_indices(self, n_layer: int) -> list[int]:
         """Resolved layer list; a layer the model lacks is an error naming ``sae.layers``."""
