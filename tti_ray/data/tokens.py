@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from tti_ray.config.schema import DataConfig
+from tti_ray.io import atomic_write_text
 
 ASSETS = Path(__file__).parent / "assets"
 EOT = "<|endoftext|>"
@@ -238,6 +239,4 @@ def _build_cache(cfg: DataConfig, d: Path, key_src: str) -> None:
         "n_train": sizes["train"],
         "n_valid": sizes["valid"],
     }
-    tmp = d / "meta.json.tmp"
-    tmp.write_text(json.dumps(meta))
-    os.replace(tmp, d / "meta.json")
+    atomic_write_text(d / "meta.json", json.dumps(meta))

@@ -25,6 +25,7 @@ import pandas as pd
 import yaml
 
 from tti_ray.cli import UsageError
+from tti_ray.io import atomic_write_text
 from tti_ray.sweep.space import SearchSpace
 
 TUNE_NAME = "tune"
@@ -194,17 +195,17 @@ def write_outputs(space: SearchSpace, exp_dir: Path, df: pd.DataFrame) -> dict[s
     params = list(space.parameters)
     table = pareto_table(df, spec, params=params)
     hv = hypervolume_report(df, spec)
-    _atomic_text(exp_dir / "pareto.csv", table.to_csv(index=False))
+    atomic_write_text(exp_dir / "pareto.csv", table.to_csv(index=False))
     pj = pareto_json(table, spec, hv["reference_point"], hv["hypervolume"])
-    _atomic_text(exp_dir / "pareto.json", json.dumps(pj, indent=1, allow_nan=False))
-    _atomic_text(exp_dir / "hypervolume.json", json.dumps(hv, indent=1, allow_nan=False))
+    atomic_write_text(exp_dir / "pareto.json", json.dumps(pj, indent=1, allow_nan=False))
+    atomic_write_text(exp_dir / "hypervolume.json", json.dumps(hv, indent=1, allow_nan=False))
     if space.baseline is not None and space.budget.seeds_per_config > 1:
         from tti_ray.analysis.tables import summary_vs_baseline
         from tti_ray.sweep.space import config_id
 
         metrics = [m for m in [*space.metrics, *space.report_metrics] if m in df.columns]
         summary = summary_vs_baseline(df, metrics, config_id(space.baseline), params=params)
-        _atomic_text(exp_dir / "summary.csv", summary.to_csv(index=False))
+        atomic_write_text(exp_dir / "summary.csv", summary.to_csv(index=False))
     if space.run_config({}).workload == "toy_superposition" and len(params) == 2:
         _phase_diagram(df, params, exp_dir / "phase_diagram.png", space.name)
     try:
@@ -223,12 +224,6 @@ def _phase_diagram(df: pd.DataFrame, params: list[str], out: Path, name: str) ->
         records = [{x: r[params[0]], y: r[params[1]], "toy/phase": r["toy/phase"]}
                    for _, r in done.iterrows()]
         phase_diagram(records, out, x=x, y=y, title=f"{name}: phase of the last feature")
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 class _Progress:

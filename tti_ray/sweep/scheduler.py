@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ import numpy as np
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from tti_ray.analysis.pareto import select_top
+from tti_ray.io import atomic_write_text
 
 
 class MOASHAScheduler(FIFOScheduler):
@@ -82,9 +82,7 @@ class MOASHAScheduler(FIFOScheduler):
     def _persist(self) -> None:
         if self.state_file is None:
             return
-        tmp = self.state_file.with_name(self.state_file.name + ".tmp")
-        tmp.write_text(json.dumps(sorted(self.stopped)))
-        os.replace(tmp, self.state_file)
+        atomic_write_text(self.state_file, json.dumps(sorted(self.stopped)))
 
     def debug_string(self) -> str:
         return f"MO-ASHA: rungs {self.rungs}, η={self.eta}, stopped {len(self.stopped)}"

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from ray.tune import Callback
 
+from tti_ray.io import atomic_write_text
 from tti_ray.sweep.searcher import SEED_KEY
 from tti_ray.sweep.space import SearchSpace, config_id
 
@@ -144,12 +144,11 @@ class TrialTable(Callback):
 
     def save(self, outputs: bool = False) -> None:
         self.exp_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.state_path.with_name(self.state_path.name + ".tmp")
-        tmp.write_text(json.dumps(self.rows, indent=1, default=str))
-        os.replace(tmp, self.state_path)
-        write_trials_csv(self.frame(), self.exp_dir / "trials.csv")
+        atomic_write_text(self.state_path, json.dumps(self.rows, indent=1, default=str))
+        df = self.frame()
+        write_trials_csv(df, self.exp_dir / "trials.csv")
         if outputs and self.on_update is not None:
-            self.on_update(self.frame())
+            self.on_update(df)
 
     def frame(self) -> pd.DataFrame:
         return rows_to_frame(self.rows.values(), list(self.space.parameters))
@@ -170,9 +169,7 @@ def rows_to_frame(rows: Any, params: list[str]) -> pd.DataFrame:
 
 
 def write_trials_csv(df: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    df.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    atomic_write_text(path, df.to_csv(index=False))
 
 
 def finite(v: Any) -> bool:

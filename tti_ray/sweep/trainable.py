@@ -20,6 +20,7 @@ from typing import Any
 
 import ray.tune as tune
 
+from tti_ray.io import atomic_write_text
 from tti_ray.sweep.searcher import SEED_KEY
 
 CHECKPOINT_KEY = "checkpoint_path"  # what TuneReportCallback adds for Train checkpoints
@@ -129,7 +130,7 @@ def _evaluate_inline(sae_cfg: dict[str, Any], out_dir: Path, final: dict[str, An
             if attempt == 2:
                 raise
     merged = {**final, **sae}
-    (out_dir / "metrics.json").write_text(json.dumps(merged, indent=1, default=str))
+    atomic_write_text(out_dir / "metrics.json", json.dumps(merged, indent=1, default=str))
     reporter.report(merged, step=int(final.get("step", 0)), checkpoint=None)
 
 

@@ -29,6 +29,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tti_ray.io import atomic_write_text
+
 log = logging.getLogger("tti_ray.tracking")
 
 SPOOL_GLOB = "mlflow_spool*.jsonl"
@@ -261,10 +263,7 @@ def load_ids(directory: Path) -> dict[str, str]:
 
 def save_id(directory: Path, local_id: str, run_id: str) -> None:
     ids = {**load_ids(directory), local_id: run_id}
-    path = Path(directory) / IDS_FILE
-    tmp = path.with_name(f"{IDS_FILE}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(ids, indent=1))
-    os.replace(tmp, path)
+    atomic_write_text(Path(directory) / IDS_FILE, json.dumps(ids, indent=1))
 
 
 def resolve_ids(args: dict[str, Any], ids: dict[str, str]) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from tti_ray.cli import UsageError
+from tti_ray.io import atomic_write_text
 from tti_ray.tracking.client import HTTP_ENV, _short
 
 STATE_FILE = "mlflow_run.json"
@@ -132,10 +133,7 @@ def load_state(directory: Path) -> dict[str, Any] | None:
 
 
 def save_state(directory: Path, state: dict[str, Any]) -> None:
-    path = Path(directory) / STATE_FILE
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(state, indent=1))
-    os.replace(tmp, path)
+    atomic_write_text(Path(directory) / STATE_FILE, json.dumps(state, indent=1))
 
 
 # -- preflight ------------------------------------------------------------------------------------

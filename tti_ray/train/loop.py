@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -20,11 +19,10 @@ from typing import Any
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-import yaml
 from torch import nn
 
 from tti_ray.config import RunConfig
-from tti_ray.data import BlockSampler, TokenData, load_tokens
+from tti_ray.data import BlockSampler, load_tokens
 from tti_ray.interventions import StepContext, build_interventions
 from tti_ray.interventions.registry import attach_all
 from tti_ray.model import build_model, capture
@@ -127,10 +125,6 @@ class _Stepper(nn.Module):
                 terms[key] = c * t.float()
                 total = total + terms[key]
         return total, ce, terms
-
-
-def _is_finite(x: float) -> bool:
-    return math.isfinite(x)
 
 
 def train_run(
@@ -259,11 +253,11 @@ def train_run(
                 bar.set_postfix(loss=f"{loss_sum:.3f}", lr=f"{lr:.2e}")
 
         if di.world > 1:  # every rank must agree to stop, or the next collective hangs
-            flag = torch.tensor([0.0 if _is_finite(loss_sum) else 1.0], device=device)
+            flag = torch.tensor([0.0 if math.isfinite(loss_sum) else 1.0], device=device)
             dist.all_reduce(flag)
             if flag.item() > 0:
                 loss_sum = float("nan")
-        if not _is_finite(loss_sum):
+        if not math.isfinite(loss_sum):
             status = DIVERGED
             last = {**window.flush(lr), "status": DIVERGED, "step": step}
             last["val/loss"] = last["val/perplexity"] = float("inf")
@@ -370,14 +364,8 @@ class _Window:
         return out
 
 
-def write_yaml(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(yaml.safe_dump(data, sort_keys=False))
-    os.replace(tmp, path)
-
-
 def read_final_metrics(out_dir: str | Path) -> dict[str, Any]:
     return json.loads((Path(out_dir) / "metrics.json").read_text())
 
 
-__all__ = ["DistInfo", "TrainSetupError", "read_final_metrics", "train_run", "TokenData"]
+__all__ = ["DistInfo", "TrainSetupError", "read_final_metrics", "train_run"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
 from pathlib import Path
 from typing import Any, Protocol
@@ -13,6 +12,7 @@ import yaml
 
 import tti_ray
 from tti_ray.config import RunConfig
+from tti_ray.io import atomic_write_text
 
 
 class Reporter(Protocol):
@@ -55,9 +55,7 @@ def _json_safe(v: Any) -> Any:
 
 
 def dump_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=str))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, indent=1, default=str))
 
 
 class RunFiles:
