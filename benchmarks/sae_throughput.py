@@ -39,7 +39,6 @@ import time
 from pathlib import Path
 from typing import Any, Self
 
-import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -81,15 +80,7 @@ class Timer:
 
 
 def fake_tokens(vocab: int, n_train: int, n_valid: int) -> TokenData:
-    rng = np.random.default_rng(0)
-    return TokenData(
-        train=rng.integers(0, vocab, n_train).astype(np.uint16),
-        valid=rng.integers(0, vocab, n_valid).astype(np.uint16),
-        vocab_size=vocab,
-        eot_id=vocab - 1,
-        keep_ids=np.arange(vocab),
-        directory=Path("."),
-    )
+    return TokenData.synthetic(vocab, n_train, n_valid)
 
 
 def bench_sae_step(

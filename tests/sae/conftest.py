@@ -5,10 +5,8 @@ shared, busy machine OpenMP spin-waiting made two threads ~10x slower."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from types import SimpleNamespace
 
-import numpy as np
 import pytest
 
 from tti_ray.config import RunConfig
@@ -19,15 +17,7 @@ VOCAB = 64
 
 
 def fake_tokens(n_train: int = 20_000, n_valid: int = 2_000, vocab: int = VOCAB) -> TokenData:
-    rng = np.random.default_rng(0)
-    return TokenData(
-        train=rng.integers(0, vocab, n_train).astype(np.uint16),
-        valid=rng.integers(0, vocab, n_valid).astype(np.uint16),
-        vocab_size=vocab,
-        eot_id=vocab - 1,
-        keep_ids=np.arange(vocab),
-        directory=Path("."),
-    )
+    return TokenData.synthetic(vocab, n_train, n_valid)
 
 
 @pytest.fixture

@@ -155,6 +155,21 @@ class TokenData:
     keep_ids: np.ndarray  # [vocab_size] tokenizer id of each model id (-1 = UNK)
     directory: Path
 
+    @classmethod
+    def synthetic(cls, vocab: int, n_train: int, n_valid: int, seed: int = 0) -> TokenData:
+        """Uniform random token streams (no tokenizer, identity id map): for tests and
+        benchmarks that need the shape of the data, not its content."""
+        rng = np.random.default_rng(seed)
+        dtype = np.uint16 if vocab <= 2**16 else np.uint32
+        return cls(
+            train=rng.integers(0, vocab, n_train).astype(dtype),
+            valid=rng.integers(0, vocab, n_valid).astype(dtype),
+            vocab_size=vocab,
+            eot_id=vocab - 1,
+            keep_ids=np.arange(vocab),
+            directory=Path("."),
+        )
+
     def decode(self, model_ids: list[int], tokenizer: TextTokenizer) -> list[str]:
         tok = [int(self.keep_ids[i]) for i in model_ids]
         texts = tokenizer.decode_ids([t if t >= 0 else tokenizer.eot_id for t in tok])
