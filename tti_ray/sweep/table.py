@@ -107,7 +107,7 @@ class TrialTable(Callback):
             row["status"] = "diverged"
         ckpt = getattr(trial, "checkpoint", None)
         if ckpt is not None:
-            row["checkpoint"] = ckpt.path
+            row["checkpoint"] = checkpoint_uri(ckpt)
         self.save()
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -122,7 +122,7 @@ class TrialTable(Callback):
             row["status"] = "early_stopped" if status == "running" else "failed"
         ckpt = getattr(trial, "checkpoint", None)
         if ckpt is not None:
-            row["checkpoint"] = ckpt.path
+            row["checkpoint"] = checkpoint_uri(ckpt)
         row["completed_at"] = 1 + sum(
             1 for r in self.rows.values() if r["completed_at"] is not None
         )
@@ -152,6 +152,14 @@ class TrialTable(Callback):
 
     def frame(self) -> pd.DataFrame:
         return rows_to_frame(self.rows.values(), list(self.space.parameters))
+
+
+def checkpoint_uri(ckpt: Any) -> str:
+    """A Ray checkpoint's location as a URI (``s3://bucket/…`` for S3 storage; Ray's ``path`` drops
+    the scheme), so ``Checkpoint(uri)`` and readers of ``trials.csv`` can find it again."""
+    fs = getattr(ckpt, "filesystem", None)
+    scheme = getattr(fs, "type_name", "local")
+    return ckpt.path if scheme == "local" else f"{scheme}://{ckpt.path}"
 
 
 def rows_to_frame(rows: Any, params: list[str]) -> pd.DataFrame:
