@@ -5,7 +5,8 @@ Importing this package registers every built-in intervention:
 * regularizers (:mod:`.regularizers`): ``orthogonality``, ``anti_poly``, ``l1_act``, ``l2_act``,
   ``weight_l1``, ``weight_l2``;
 * architectural gates (:mod:`.gates`): ``topk``, ``l0_gate``;
-* sparse coding (:mod:`.sparse_coding`): ``joint_sae``, ``overcomplete`` (architectural).
+* sparse coding (:mod:`.sparse_coding`): ``joint_sae``, ``overcomplete`` (architectural);
+* mixture of experts (:mod:`.moe`): ``moe`` (architectural; top-k routing over MLP slices).
 """
 
 from tti_ray.interventions.categories import CategoryMap, categorize, category_map
@@ -39,4 +40,4 @@ __all__ = [
 ]
 
 # Importing the implementations registers them (this order is the order of ``registered()``).
-from tti_ray.interventions import regularizers, gates, sparse_coding  # noqa: E402,F401,I001
+from tti_ray.interventions import regularizers, gates, sparse_coding, moe  # noqa: E402,F401,I001
