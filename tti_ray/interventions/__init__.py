@@ -6,7 +6,9 @@ Importing this package registers every built-in intervention:
   ``weight_l1``, ``weight_l2``;
 * architectural gates (:mod:`.gates`): ``topk``, ``l0_gate``;
 * sparse coding (:mod:`.sparse_coding`): ``joint_sae``, ``overcomplete`` (architectural);
-* mixture of experts (:mod:`.moe`): ``moe`` (architectural; top-k routing over MLP slices).
+* mixture of experts (:mod:`.moe`): ``moe`` (architectural; top-k routing over MLP slices);
+* variational bottleneck (:mod:`.bottleneck`): ``bottleneck`` (architectural; β-VAE /
+  β-TC-VAE latents in the residual stream).
 """
 
 from tti_ray.interventions.categories import CategoryMap, categorize, category_map
@@ -40,4 +42,6 @@ __all__ = [
 ]
 
 # Importing the implementations registers them (this order is the order of ``registered()``).
-from tti_ray.interventions import regularizers, gates, sparse_coding, moe  # noqa: E402,F401,I001
+from tti_ray.interventions import (  # noqa: F401, I001
+    regularizers, gates, sparse_coding, moe, bottleneck,
+)
