@@ -178,9 +178,28 @@ def _init_ray(address: str | None, num_cpus: int | None) -> None:
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
     kwargs: dict[str, Any] = {"logging_level": "WARNING", "log_to_driver": True}
     if address:
+        _token_auth_like_auto()
         ray.init(address=address, **kwargs)
     else:
         ray.init(num_cpus=num_cpus, include_dashboard=False, **kwargs)
+
+
+def _token_auth_like_auto() -> None:
+    """Ray ≥ 2.5x turns token authentication on for ``ray start`` and ``--address auto`` when a
+    token exists (``~/.ray/auth_token``, ``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH``), but never
+    for an explicit ``host:port``: the connection is then refused. Do what ``auto`` does (a token
+    sent to a cluster without authentication is ignored); an explicit ``RAY_AUTH_MODE`` wins."""
+    if "RAY_AUTH_MODE" in os.environ:
+        return
+    if (os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
+            or (Path.home() / ".ray" / "auth_token").exists()):
+        os.environ["RAY_AUTH_MODE"] = "token"
+        try:  # Ray caches its config at import: re-read it, as Ray's own auto path does
+            from ray._raylet import Config
+
+            Config.initialize("")
+        except (ImportError, AttributeError):
+            pass
 
 
 def write_outputs(space: SearchSpace, exp_dir: Path, df: pd.DataFrame) -> dict[str, Any]:
@@ -396,6 +415,7 @@ def run_sweep(plan: SweepPlan, num_cpus: int | None = None) -> dict[str, Any]:
                 scheduler=scheduler,
                 num_samples=space.n_trials(),
                 max_concurrent_trials=space.concurrency,
+                reuse_actors=r.workers == 1 and r.reuse_actors,
                 trial_name_creator=_trial_name,
                 trial_dirname_creator=_trial_name,
             ),

@@ -134,6 +134,9 @@ class Resources(Section):
     cpus_per_worker: float = Field(1.0, gt=0)
     gpus_per_worker: float = Field(0.0, ge=0)
     custom: dict[str, float] = Field(default_factory=dict)
+    # 1-worker trials run in one long-lived Ray actor each instead of a fresh process per trial
+    # (saves the process start and the torch/tti_ray imports); DDP trials never reuse
+    reuse_actors: bool = True
 
 
 class Scheduler(Section):
