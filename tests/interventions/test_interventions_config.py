@@ -78,7 +78,7 @@ def test_registry_refuses_duplicates():
 def test_every_builtin_is_registered():
     assert set(registered()) == {
         "orthogonality", "anti_poly", "l1_act", "l2_act", "weight_l1", "weight_l2",
-        "topk", "l0_gate", "joint_sae", "overcomplete",
+        "topk", "l0_gate", "joint_sae", "overcomplete", "moe", "bottleneck",
     }
 
 
