@@ -43,7 +43,8 @@ def gpt2_tokenizer():
 
 @pytest.fixture
 def fake_tokens(gpt2_tokenizer, tmp_path):
-    """TokenData whose first model ids are SAMPLE_WORDS, then other GPT-2 ids, last = UNK."""
+    """TokenData whose first model ids are SAMPLE_WORDS, then other GPT-2 ids, last = UNK; the
+    validation stream is 2 blocks of seq_len 16 over every id (moe's ablation sample)."""
     from tti_ray.data.tokens import TokenData
 
     words = [gpt2_tokenizer.encode_batch([w])[0] for w in SAMPLE_WORDS]
@@ -52,7 +53,8 @@ def fake_tokens(gpt2_tokenizer, tmp_path):
     rest = [i for i in range(1000, 1000 + VOCAB) if i not in head][: VOCAB - 1 - len(head)]
     keep = np.asarray([*head, *rest, -1], dtype=np.int64)
     z = np.zeros(8, dtype=np.uint16)
-    return TokenData(z, z, VOCAB, VOCAB - 1, keep, tmp_path)
+    valid = (np.arange(2 * 16 + 1) * 7 % VOCAB).astype(np.uint16)
+    return TokenData(z, valid, VOCAB, VOCAB - 1, keep, tmp_path)
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ dense-MLP identity, the ablation function, and a train → checkpoint → load_m
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from contextlib import nullcontext
 
@@ -14,6 +15,7 @@ from tti_ray.interventions import CategoryMap, KeyPathError, parse_interventions
 from tti_ray.interventions.moe import MoE, expert_ablation_by_category
 from tti_ray.interventions.moe_metrics import (
     Routing,
+    ablation_summary,
     expert_capacity,
     gate_hidden,
     load_balance_loss,
@@ -214,7 +216,7 @@ def test_readouts_name_and_range(tiny_model_cfg, fake_tokens, batch):
     x, _ = batch
     torch.manual_seed(0)
     model = build_model(tiny_model_cfg, VOCAB).eval()
-    iv = _moe(tiny_model_cfg, top_k=1, capacity_factor=1.0)
+    iv = _moe(tiny_model_cfg, top_k=1, capacity_factor=1.0, ablation_tokens=0)  # routing only
     iv.prepare(fake_tokens)
     iv.attach(model)
     with torch.no_grad():
@@ -258,7 +260,8 @@ def test_ablation_by_category(tiny_model_cfg, fake_tokens):
         weighted = sum(row[n] * counts[n] for n in present) / cats.numel()
         assert row["all"] == pytest.approx(weighted, abs=1e-6)
     assert any(abs(v["all"]) > 0 for v in out.values())
-    assert iv.readouts() == {}  # the ablation forwards do not feed the readouts
+    # the ablation forwards do not feed the routing readouts (only the ablation's own are left)
+    assert all(k.startswith("ablation/") for k in iv.readouts())
 
 
 def test_ablation_of_an_unused_expert_is_zero(tiny_model_cfg, monkeypatch):
@@ -280,6 +283,71 @@ def test_ablation_of_an_unused_expert_is_zero(tiny_model_cfg, monkeypatch):
     assert set(out["layer_0/expert_0"]) == {"a", "b", "all"}
 
 
+def test_ablation_summary_closed_forms():
+    same = {e: {"a": 0.3 * e, "b": 0.3 * e, "all": 0.3 * e} for e in range(3)}
+    out = ablation_summary(same)
+    assert out["specificity"] == 0.0  # every category loses the same: no specialization
+    assert out["max_dce"] == pytest.approx(0.6)
+    assert [out[f"dce/expert_{e}"] for e in range(3)] == pytest.approx([0.0, 0.3, 0.6])
+    # expert 0 hurts "a" (2 tokens of 4) only, expert 1 hurts "b" only, twice as much
+    rows = {0: {"a": 0.4, "b": 0.0, "all": 0.2}, 1: {"a": 0.0, "b": 0.8, "all": 0.4}}
+    out = ablation_summary(rows)
+    assert out == pytest.approx({"dce/expert_0": 0.2, "dce/expert_1": 0.4, "max_dce": 0.4,
+                                 "specificity": ((0.4 - 0.2) + (0.8 - 0.4)) / 2})
+    assert ablation_summary({0: {"all": 0.1}})["specificity"] == 0.0  # no category present
+    assert ablation_summary({}) == {}
+
+
+def _with_valid(tokens, n: int, seed: int = 4):
+    g = torch.Generator().manual_seed(seed)
+    valid = torch.randint(0, VOCAB, (n,), generator=g).numpy().astype("uint16")
+    return dataclasses.replace(tokens, valid=valid)
+
+
+def test_ablation_readouts(tiny_model_cfg, fake_tokens, batch):
+    x, _ = batch
+    tokens = _with_valid(fake_tokens, 5 * 16 + 1)  # 5 validation blocks of seq_len 16
+    torch.manual_seed(0)
+    model = build_model(tiny_model_cfg, VOCAB).train()
+    iv = _moe(tiny_model_cfg, top_k=2, ablation_tokens=40)  # ceil(40 / 16) = 3 blocks
+    iv.prepare(tokens)
+    iv.attach(model)
+    assert iv._ablation_blocks.shape == (3, 17)
+    second = torch.from_numpy(tokens.valid[16:33].astype("int64"))
+    assert torch.equal(iv._ablation_blocks[1], second)  # the first blocks of the stream
+    with torch.no_grad():
+        model.eval()
+        model(input_ids=x)
+    rng = torch.get_rng_state()
+    out = iv.readouts()
+    assert torch.equal(torch.get_rng_state(), rng)  # no RNG: exact resume unaffected
+    for layer in (0, 1):
+        for e in range(4):
+            assert math.isfinite(out[f"ablation/dce/expert_{e}/layer_{layer}"])
+        assert out[f"ablation/max_dce/layer_{layer}"] == max(
+            out[f"ablation/dce/expert_{e}/layer_{layer}"] for e in range(4))
+        assert 0.0 <= out[f"ablation/specificity/layer_{layer}"] < math.inf
+    assert out["ablation/specificity"] == pytest.approx(
+        (out["ablation/specificity/layer_0"] + out["ablation/specificity/layer_1"]) / 2)
+    # the full table is kept, and is what a direct call on the same sample gives
+    assert iv.last_ablation == expert_ablation_by_category(model, iv, iv._ablation_blocks)
+    assert sorted(iv.last_ablation) == sorted(f"layer_{l}/expert_{e}" for l in (0, 1)
+                                              for e in range(4))
+    assert "mi" in out  # the routing readouts are still there (the ablation does not feed them)
+    again = iv.readouts()  # no eval forward since: only the (deterministic) ablation
+    assert set(again) == {k for k in out if k.startswith("ablation/")}
+    assert all(again[k] == out[k] for k in again)
+
+    off = _moe(tiny_model_cfg, ablation_tokens=0)
+    off.prepare(tokens)
+    off.attach(model)
+    assert off._ablation_blocks is None and off.readouts() == {}
+    short = _moe(tiny_model_cfg)
+    short.prepare(_with_valid(fake_tokens, 16))  # shorter than one block: no sample
+    short.attach(model)
+    assert short._ablation_blocks is None and short.readouts() == {}
+
+
 # -- config ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("raw", "path"),
@@ -290,6 +358,7 @@ def test_ablation_of_an_unused_expert_is_zero(tiny_model_cfg, monkeypatch):
         ({"capacity_factor": 0}, "interventions.moe.capacity_factor"),
         ({"categories": "/nope.json"}, "interventions.moe.categories"),
         ({"expert_dff": 8}, "interventions.moe.expert_dff"),
+        ({"ablation_tokens": -1}, "interventions.moe.ablation_tokens"),
     ],
 )
 def test_bad_config_names_the_key(raw, path):
@@ -336,7 +405,64 @@ def test_train_checkpoint_and_load_model_round_trip(tmp_path):
     assert {"train/reg/moe/specialization", "train/reg/moe/balance"} <= set(final)
     assert 0 <= final["val/moe/mi_normalized"] <= 1
     assert final["val/moe/utilization_entropy"] > 0
+    assert final["val/moe/ablation/specificity"] >= 0  # one MoE layer: no /layer_<l> suffix
+    assert math.isfinite(final["val/moe/ablation/max_dce"])
+    assert {f"val/moe/ablation/dce/expert_{e}" for e in range(4)} <= set(final)
     run = load_model(tmp_path)
     assert set(run.interventions["moe"].state_dict()) == {"router.layer_1"}
     loss = val_loss(run.model, run.tokens, run.cfg, torch.device("cpu"), DistInfo(), nullcontext)
     assert loss == pytest.approx(final["val/loss"], abs=1e-6)
+
+
+# -- 2-worker DDP (gloo) trial through the sweep CLI ----------------------------------------------
+@pytest.mark.slow
+def test_two_worker_ddp_trial_agrees_on_weights_and_reloads(tmp_path):
+    """~55 s: both ranks end with the same weights (router included), each rank routes its own
+    shard, rank 0's readouts include the ablation, and the checkpoint reloads."""
+    import copy
+    import json
+
+    import pandas as pd
+
+    from tests.sweep.conftest import SMALL_BASE, run_sweep_cli, write_space
+    from tti_ray.train.checkpoint import load_model
+    from tti_ray.train.evaluate import val_loss
+    from tti_ray.train.loop import DistInfo
+
+    base = copy.deepcopy(SMALL_BASE)
+    base["interventions"] = {"moe": {"coef": 0.01, "n_experts": 2, "top_k": 1}}  # d_ff 64: 2 × 32
+    base["train"] = {**base["train"], "steps": 10}  # one eval + checkpoint, at the end
+    space = write_space(
+        tmp_path / "space.yaml", base=base,
+        parameters={"interventions.moe.coef": {"values": [0.01]}},
+        budget={"trials": 1}, concurrency=1, max_failures=0,
+        resources={"workers": 2, "cpus_per_worker": 0.5},
+    )
+    out = tmp_path / "exp"
+    r = run_sweep_cli(str(space), "--out", str(out), "--no-tracking")
+    assert r.returncode == 0, r.stderr[-3000:]
+    df = pd.read_csv(out / "trials.csv")
+    assert list(df["status"]) == ["finished"]
+    run_dir = out / "runs" / df["trial_id"][0]
+    w0 = json.loads((run_dir / "worker.json").read_text())
+    w1 = json.loads((run_dir / "rank1" / "worker.json").read_text())
+    assert (w0["rank"], w1["rank"], w0["world"]) == (0, 1, 2)
+    assert not set(w0["first_batch_blocks"]) & set(w1["first_batch_blocks"])
+    assert w0["weights_sha256"] == w1["weights_sha256"]
+    final = json.loads((run_dir / "metrics.json").read_text())
+    assert final["train/reg/moe/specialization"] > 0 and final["train/reg/moe/balance"] > 0
+    assert final["val/moe/ablation/specificity"] >= 0
+    run = load_model(run_dir)
+    assert set(run.interventions["moe"].state_dict()) == {"router.layer_0"}
+    # capacity is per forward, so the loss depends on which blocks share a forward: rank r
+    # evaluated blocks[r::2]; with the same composition the reload gives the run's val/loss
+    from tti_ray.data import eval_blocks
+
+    blocks = eval_blocks(run.tokens.valid, run.cfg.model.seq_len, run.cfg.eval.val_batches * 4)
+    with torch.no_grad():
+        ce = [torch.nn.functional.cross_entropy(
+            run.model(input_ids=b[:, :-1]).logits.flatten(0, 1), b[:, 1:].flatten(),
+            reduction="sum") for b in (blocks[0::2], blocks[1::2])]
+    assert float(sum(ce)) / blocks[:, 1:].numel() == pytest.approx(final["val/loss"], abs=1e-5)
+    loss = val_loss(run.model, run.tokens, run.cfg, torch.device("cpu"), DistInfo(), nullcontext)
+    assert loss == pytest.approx(final["val/loss"], abs=1e-2)  # 1 process: blocks [0:4], [4:8]

@@ -14,7 +14,9 @@ top-1 (gate p_e, Switch) or top-k (gates renormalised over the chosen experts), 
 capacity ceil(capacity_factor · k · N / E) per forward of N tokens. A (token, expert) choice over
 capacity is **dropped**: that expert contributes nothing to the token, and a token all of whose
 choices are dropped passes through the residual with only the always-on part of the MLP (the
-output bias b_proj, plus the shared units if any). Because the experts partition the hidden
+output bias b_proj, plus the shared units if any). Capacity applies to eval forwards too, so
+with drops ``val/loss`` depends on which blocks share a forward (under DDP, rank r evaluates
+blocks r::world: not the 1-process batches). Because the experts partition the hidden
 units, Σ_e E_e(x) + shared(x) + b_proj is exactly the dense MLP (tested): with every expert chosen
 at gate 1 the block *is* the dense MLP. The expert weights therefore stay the model's own
 ``c_fc``/``c_proj`` parameters (saved in ``model.safetensors``); the only new parameters are the
@@ -34,11 +36,26 @@ z-loss. Readouts (``val/<name>/...``, over the eval forwards since the last read
 ``utilization/expert_<e>``, ``utilization_entropy`` (/ log E), ``router_entropy``,
 ``dropped_fraction``, ``category_entropy``, ``mi`` (I(expert; category), nats) and
 ``mi_normalized`` (I / H(expert)), per layer as ``<key>/layer_<i>`` when several layers.
-:func:`expert_ablation_by_category` measures each expert's Δ cross-entropy per category.
+
+Ablation readouts (``ablation_tokens > 0``): at each readout, :func:`expert_ablation_by_category`
+runs on a fixed validation sample - the first ceil(``ablation_tokens`` / seq_len) blocks of the
+validation stream (where the eval metric sample starts too; cut in :meth:`MoE.prepare`, no RNG, so
+exact resume is unaffected) - on the model given to :meth:`MoE.attach` (a weak reference), in
+eval mode without autocast, 1 + E · (MoE layers) forwards. ΔCE_e(c) = mean over the sample's
+tokens of input category c of CE(expert e of that layer zeroed) − CE(intact), nats. Reported
+(:func:`~tti_ray.interventions.moe_metrics.ablation_summary`; ``<key>/layer_<i>`` per layer
+when several, the bare key is the mean over layers):
+``ablation/dce/expert_<e>`` (ΔCE_e on all tokens), ``ablation/max_dce`` (max over experts) and
+``ablation/specificity`` = mean over experts e of [max_c ΔCE_e(c) − ΔCE_e] (≥ 0; 0 when ablating
+any expert costs every category the same). The full table of the last readout stays in
+:attr:`MoE.last_ablation` (``{"layer_<l>/expert_<e>": {category: ΔCE, ..., "all": ΔCE}}``).
+The ablation forwards pass through the other interventions' hooks too.
 """
 
 from __future__ import annotations
 
+import math
+import weakref
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -51,6 +68,7 @@ from torch import nn
 from tti_ray.interventions.categories import CategoryMap, category_map, validate_kind
 from tti_ray.interventions.moe_metrics import (
     Routing,
+    ablation_summary,
     category_entropy_from_sums,
     category_prob_sums,
     entropy,
@@ -82,7 +100,8 @@ class MoEConfig(InterventionConfig):
     ``z_coef``: router z-loss (1e-3 in ST-MoE; off by default). ``categories`` /
     ``exclude_other`` as for ``anti_poly`` (the ``other`` category is left out of the
     specialization loss and of the MI readout). ``router_init_scale`` s: router weights
-    ~ N(0, s / d_model) (Switch §2.4 uses s = 0.1)."""
+    ~ N(0, s / d_model) (Switch §2.4 uses s = 0.1). ``ablation_tokens``: validation tokens
+    (rounded up to whole blocks) for the per-expert ablation readouts; 0: no ablation."""
 
     enabled: bool = True
     n_experts: int = Field(4, ge=2, le=1024)
@@ -94,6 +113,7 @@ class MoEConfig(InterventionConfig):
     categories: str = "coarse"
     exclude_other: bool = True
     router_init_scale: float = Field(0.1, gt=0.0)
+    ablation_tokens: int = Field(2048, ge=0)
 
     @field_validator("categories")
     @classmethod
@@ -147,6 +167,10 @@ class MoE(Intervention):
         self._stats: dict[int, dict[str, torch.Tensor]] = {}  # eval sums, reset by readouts()
         self._collect = True
         self._ablate: tuple[int, int] | None = None  # (layer, expert) zeroed by the ablation
+        self._ablation_blocks: torch.Tensor | None = None  # [n, seq_len + 1] fixed val sample
+        self._model_ref: weakref.ref[nn.Module] | None = None  # not a submodule: no weights
+        #: full table of the last ablation readout (see expert_ablation_by_category)
+        self.last_ablation: dict[str, dict[str, float]] = {}
 
     # -- test protocol ------------------------------------------------------------------------
     @classmethod
@@ -159,8 +183,18 @@ class MoE(Intervention):
 
     # -- setup --------------------------------------------------------------------------------
     def prepare(self, tokens: Any, tokenizer: Any = None) -> None:
-        if self.cfg.enabled:
-            self.set_category_map(category_map(self.cfg.categories, tokens, tokenizer))
+        """Category map, and the ablation sample: the first ceil(ablation_tokens / seq_len)
+        blocks of ``tokens.valid`` (none if the stream is shorter than one block)."""
+        from tti_ray.data.batches import eval_blocks, n_blocks  # lazy: keeps imports acyclic
+
+        self._ablation_blocks = None
+        if not self.cfg.enabled:
+            return
+        self.set_category_map(category_map(self.cfg.categories, tokens, tokenizer))
+        valid, seq_len = getattr(tokens, "valid", None), self.model_cfg.seq_len
+        if self.cfg.ablation_tokens > 0 and valid is not None and n_blocks(valid, seq_len) > 0:
+            n = math.ceil(self.cfg.ablation_tokens / seq_len)
+            self._ablation_blocks = eval_blocks(valid, seq_len, n)
 
     def set_category_map(self, cmap: CategoryMap) -> None:
         """Use ``cmap`` (model id -> category) instead of building it in :meth:`prepare`."""
@@ -174,8 +208,10 @@ class MoE(Intervention):
         self.remove_hooks()
         self._combine.clear()
         self._train.clear()
+        self._model_ref = None
         if not self.cfg.enabled:
             return
+        self._model_ref = weakref.ref(model)
         self._handles.append(
             model.transformer.register_forward_pre_hook(self._remember_ids, with_kwargs=True)
         )
@@ -306,10 +342,27 @@ class MoE(Intervention):
                     float(category_entropy_from_sums(s["cat_sums"], s["cat_counts"])))
                 put("mi", layer, mutual_information(s["joint"]))
                 put("mi_normalized", layer, normalized_mutual_information(s["joint"]))
+        for layer, summary in self._ablation_readouts().items():
+            for key, value in summary.items():
+                put(f"ablation/{key}", layer, value)
         out: dict[str, float] = {}
         for key, values in per.items():
             out.update(self.per_site(key, values))
         return out
+
+    def _ablation_readouts(self) -> dict[int, dict[str, float]]:
+        """{layer: ablation_summary} on the fixed validation sample; {} without a sample or a
+        live attached model. Sets :attr:`last_ablation`."""
+        model = self._model_ref() if self._model_ref is not None else None
+        if model is None or self._ablation_blocks is None or not self.router:
+            return {}
+        table = expert_ablation_by_category(model, self, self._ablation_blocks)
+        self.last_ablation = table
+        return {
+            layer: ablation_summary({e: table[f"layer_{layer}/expert_{e}"]
+                                     for e in range(self.cfg.n_experts)})
+            for layer in self.layer_indices()
+        }
 
     # -- analysis -----------------------------------------------------------------------------
     @contextmanager

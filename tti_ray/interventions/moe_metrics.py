@@ -8,6 +8,7 @@ function computes in float32 (float64 where it accumulates counts); entropies ar
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -170,3 +171,37 @@ def normalized_mutual_information(joint: torch.Tensor) -> float:
     category (1: the category determines the expert). 0 when H(E) = 0 (a single expert used)."""
     h_e = float(entropy(joint.double().sum(1)))
     return mutual_information(joint) / h_e if h_e > 1e-12 else 0.0
+
+
+def ablation_summary(rows: Mapping[int, Mapping[str, float]]) -> dict[str, float]:
+    """Compact scalars of one layer's expert-ablation table.
+
+    ``rows`` ``{e: {category: ΔCE_e(c), ..., "all": ΔCE_e}}`` for the experts e of one layer, as
+    :func:`tti_ray.interventions.moe.expert_ablation_by_category` returns them (ΔCE in nats,
+    CE with expert e ablated minus intact, averaged over the tokens of category c, or over all
+    tokens). Returns
+
+    * ``dce/expert_<e>`` = ΔCE_e on all tokens (how much the loss needs expert e);
+    * ``max_dce`` = max_e ΔCE_e (the most needed expert);
+    * ``specificity`` = (1/E) Σ_e [max_c ΔCE_e(c) − ΔCE_e], nats: how much more an expert's
+      ablation hurts its most affected category than the average token. ΔCE_e is the
+      token-weighted mean of the ΔCE_e(c), so each bracket is ≥ 0 and the score is 0 exactly
+      when, for every expert, all categories present lose the same amount (ablating an expert
+      hurts every category alike: no category specialization); an expert with no category
+      entries counts 0. The max runs over every category present (``other`` included, as in
+      ΔCE_e), so a rare category's noisy mean can inflate it on a small sample.
+
+    An empty ``rows`` gives ``{}``."""
+    if not rows:
+        return {}
+    out: dict[str, float] = {}
+    gaps = []
+    for e in sorted(rows):
+        row = rows[e]
+        dce = float(row["all"])
+        out[f"dce/expert_{e}"] = dce
+        cats = [float(v) for k, v in row.items() if k != "all"]
+        gaps.append(max(cats) - dce if cats else 0.0)
+    out["max_dce"] = max(out[f"dce/expert_{e}"] for e in rows)
+    out["specificity"] = sum(gaps) / len(gaps)
+    return out
