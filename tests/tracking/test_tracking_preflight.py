@@ -107,3 +107,14 @@ def test_serve_command_binds_loopback_and_proxies_artifacts(tmp_path, aws_env):
                 env=aws_env)
     assert one_line_error(r) == ("tti_ray.tracking: error: --artifact-root s3://missing-bucket: "
                                  "bucket does not exist")
+
+
+def test_local_artifact_check_decodes_the_file_uri(tmp_path):
+    """``Path.as_uri`` writes ``+`` as %2B; the write check must probe the real directory, not
+    create a stray ``a%2Bb`` next to it."""
+    from tti_ray.tracking.config import check_artifact_location
+
+    real = tmp_path / "tpe+mo_asha" / "mlartifacts"
+    check_artifact_location(real.as_uri(), "--artifact-store")
+    assert real.is_dir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tpe+mo_asha"]

@@ -24,6 +24,7 @@ import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 from tti_ray.cli import UsageError
 from tti_ray.io import atomic_write_text
@@ -211,9 +212,16 @@ def check_artifact_location(location: str, label: str, tracking_uri: str | None 
     if location.startswith("s3://"):
         check_s3(location, label)
     elif location.startswith("file:") or "://" not in location and ":" not in location:
-        _check_dir(Path(location.removeprefix("file://")), label)
+        _check_dir(_local_path(location), label)
     elif location.startswith("mlflow-artifacts:"):
         _check_proxy(location, label, tracking_uri)
+
+
+def _local_path(location: str) -> Path:
+    """A plain path or a ``file:`` URI (percent-decoded: ``Path.as_uri`` writes ``+`` as %2B)."""
+    if location.startswith("file:"):
+        return Path(unquote(urlparse(location).path))
+    return Path(location)
 
 
 def _check_dir(path: Path, label: str) -> None:
