@@ -35,10 +35,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from throughput import run_train_run  # noqa: E402
+from throughput import run_train_run
 
-import tti_ray  # noqa: E402
-from tti_ray.config import ModelConfig, RunConfig, load_config  # noqa: E402
+import tti_ray
+from tti_ray.config import ModelConfig, RunConfig, load_config
 
 PEAK_BF16_TFLOPS = {"H200": 989.4, "H100 PCIe": 756.0, "H100": 989.4, "A100": 312.0, "L4": 121.0}
 

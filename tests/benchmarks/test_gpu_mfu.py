@@ -14,10 +14,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from gpu_mfu import flops_per_token, peak_tflops  # noqa: E402
+from gpu_mfu import flops_per_token, peak_tflops
 
-from tti_ray.config import load_config  # noqa: E402
-from tti_ray.model import build_model  # noqa: E402
+from tti_ray.config import load_config
+from tti_ray.model import build_model
 
 
 @pytest.mark.parametrize("sets", [{}, {"model.n_layer": 2, "model.d_ff": 256, "model.seq_len": 64}])
