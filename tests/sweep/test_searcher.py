@@ -73,3 +73,23 @@ def test_seed_group_with_a_failed_seed_is_not_complete(tmp_path):
                               "val/polysemanticity/mean": 1.0})
     s.on_trial_complete("b", {"status": "diverged"})
     assert _states(url) == [TrialState.FAIL]
+
+
+def test_seed_groups_survive_tunes_searcher_checkpoint(tmp_path):
+    """Tune saves a wrapping searcher through get_state/set_state (a sweep with several seeds
+    per configuration used to crash at its first experiment checkpoint)."""
+    from ray.tune.search import SearchGenerator
+
+    _, s, url = _searcher(tmp_path, budget={"trials": 2, "seeds_per_config": 3})
+    gen = SearchGenerator(s)
+    first = s.suggest("a")
+    s.suggest("b")
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    gen.save_to_dir(str(ckpt), session_str="x")
+
+    _, s2, _ = _searcher(tmp_path, budget={"trials": 2, "seeds_per_config": 3})
+    SearchGenerator(s2).restore_from_dir(str(ckpt))
+    assert s2.open == ["a"] and s2.member_of == {"a": "a", "b": "a"}
+    third = s2.suggest("c")  # the third seed of the same configuration
+    assert third == {**{k: v for k, v in first.items() if k != SEED_KEY}, SEED_KEY: 2}

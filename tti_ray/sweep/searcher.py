@@ -152,10 +152,20 @@ class SeedGroups(Searcher):
                 primary, {"status": "running" if pruned else "failed"}, error=not pruned
             )
 
+# Tune checkpoints a wrapping searcher (one with ``.searcher``) through get_state/set_state and
+    # the wrapped one through its own save/restore (Ray's ConcurrencyLimiter does the same)
+    def get_state(self) -> dict[str, Any]:
+        return {"groups": self.groups, "member_of": self.member_of, "open": self.open,
+                "n_seeds": self.n_seeds, "metrics": self.metrics}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        for k in ("groups", "member_of", "open", "n_seeds", "metrics"):
+            setattr(self, k, state[k])
+
     def save(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "wb") as f:
-            pickle.dump(self.__dict__, f)
+            pickle.dump(self.get_state(), f)
 
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as f:
-            self.__dict__.update(pickle.load(f))  # noqa: S301 - Tune's own searcher checkpoint
+            self.set_state(pickle.load(f))  # noqa: S301 - Tune's own searcher checkpoint
