@@ -218,12 +218,16 @@ def write_outputs(space: SearchSpace, exp_dir: Path, df: pd.DataFrame) -> dict[s
     pj = pareto_json(table, spec, hv["reference_point"], hv["hypervolume"])
     atomic_write_text(exp_dir / "pareto.json", json.dumps(pj, indent=1, allow_nan=False))
     atomic_write_text(exp_dir / "hypervolume.json", json.dumps(hv, indent=1, allow_nan=False))
-    if space.baseline is not None and space.budget.seeds_per_config > 1:
+    from tti_ray.sweep.space import config_id
+
+    base_id = config_id(space.baseline) if space.baseline is not None else None
+    # the baseline configuration may not have started yet while the sweep is live
+    if base_id is not None and space.budget.seeds_per_config > 1 and (
+            base_id in set(df["config_id"].astype(str))):
         from tti_ray.analysis.tables import summary_vs_baseline
-        from tti_ray.sweep.space import config_id
 
         metrics = [m for m in [*space.metrics, *space.report_metrics] if m in df.columns]
-        summary = summary_vs_baseline(df, metrics, config_id(space.baseline), params=params)
+        summary = summary_vs_baseline(df, metrics, base_id, params=params)
         atomic_write_text(exp_dir / "summary.csv", summary.to_csv(index=False))
     if space.run_config({}).workload == "toy_superposition" and len(params) == 2:
         _phase_diagram(df, params, exp_dir / "phase_diagram.png", space.name)
