@@ -236,14 +236,7 @@ class Bottleneck(Intervention):
     def loss_terms(
         self, acts: Mapping[SiteKey, torch.Tensor], ctx: StepContext
     ) -> dict[str, torch.Tensor]:
-        keys = self.site_keys()
-        missing = [k for k in keys if k not in self._codes]
-        if missing:
-            raise RuntimeError(
-                f"intervention {self.name!r}: no code for {missing}; attach(model) and run a "
-                "training forward (model.train(), grad enabled) before loss_terms"
-            )
-        codes = [self._codes.pop(k) for k in keys]
+        codes = self.pop_codes(self._codes)
         with fp32(codes[0][0].device):
             kl = torch.stack([gaussian_kl(mu, lv).sum(-1).mean() for mu, lv, _ in codes]).mean()
             out = {"kl": kl}

@@ -160,6 +160,18 @@ class Intervention(nn.Module):
         """Eval-time numbers specific to this intervention (logged as ``val/<name>/<key>``)."""
         return {}
 
+    def pop_codes(self, codes: dict[SiteKey, Any]) -> list[Any]:
+        """What the last training forward stashed per site (architectural interventions whose
+        loss needs their own code), in site order; removed so a stale code is never reused."""
+        keys = self.site_keys()
+        missing = [k for k in keys if k not in codes]
+        if missing:
+            raise RuntimeError(
+                f"intervention {self.name!r}: no code for {missing}; attach(model) and run a "
+                "training forward (model.train(), grad enabled) before loss_terms"
+            )
+        return [codes.pop(k) for k in keys]
+
     def per_site(self, key: str, values: Mapping[SiteKey, float]) -> dict[str, float]:
         """``{key: mean}`` plus ``key/layer_<i>`` (or ``key/<site>/layer_<i>`` with several
         sites) when the intervention covers more than one (site, layer)."""

@@ -262,14 +262,7 @@ class Overcomplete(_SparseCodingBase):
     def loss_terms(
         self, acts: Mapping[SiteKey, torch.Tensor], ctx: StepContext
     ) -> dict[str, torch.Tensor]:
-        keys = self.site_keys()
-        missing = [k for k in keys if k not in self._codes]
-        if missing:
-            raise RuntimeError(
-                f"intervention {self.name!r}: no code for {missing}; attach(model) and run a "
-                "training forward (model.train(), grad enabled) before loss_terms"
-            )
-        codes = [self._codes.pop(k) for k in keys]
+        codes = self.pop_codes(self._codes)
         with fp32(codes[0].device):
             return {"loss": torch.stack([z.float().abs().mean() for z in codes]).mean()}
 
