@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import signal
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -22,7 +22,14 @@ import pandas as pd
 import pytest
 
 from tests.sweep.conftest import ROOT, SMALL_BASE, write_space
-from tests.tracking.conftest import BUCKET, S3, fake_aws_env, free_port
+
+# the tracking tests' moto S3 server (session-scoped, bucket BUCKET created)
+from tests.tracking.conftest import (
+    BUCKET,
+    fake_aws_env,
+    free_port,
+    s3,  # noqa: F401 - a fixture
+)
 
 pytestmark = pytest.mark.slow
 
@@ -77,23 +84,10 @@ def _table(out: Path) -> pd.DataFrame:
 
 
 @pytest.fixture
-def s3_server():
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    s3 = S3(f"http://127.0.0.1:{port}")
-    s3.client().create_bucket(Bucket=BUCKET)
-    yield s3
-    server.stop()
-
-
-@pytest.fixture
-def cluster(s3_server, tmp_path):
+def cluster(s3, tmp_path):  # noqa: F811 - the imported fixture
     """Head (1 CPU, ``tti_head``) + worker node (1 CPU, ``tti_worker``), both on 127.0.0.1."""
-    env = {**os.environ, **fake_aws_env(s3_server.endpoint),
-           "AWS_ENDPOINT_URL": s3_server.endpoint, "PYTHONPATH": str(ROOT),
+    env = {**os.environ, **fake_aws_env(s3.endpoint),
+           "AWS_ENDPOINT_URL": s3.endpoint, "PYTHONPATH": str(ROOT),
            "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1",
            # token authentication, as a real cluster should run, with this test's own token
            "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
@@ -116,7 +110,7 @@ def cluster(s3_server, tmp_path):
     try:
         nodes = _wait_nodes(address, env, 2)
         ids = {("worker" if "tti_worker" in n["res"] else "head"): n["id"] for n in nodes}
-        yield {"address": address, "env": env, "worker": worker, "ids": ids, "s3": s3_server,
+        yield {"address": address, "env": env, "worker": worker, "ids": ids, "s3": s3,
                "temp_dir": temp_dir}
     finally:
         if worker.poll() is None:
