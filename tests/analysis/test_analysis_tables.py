@@ -15,6 +15,7 @@ from tti_ray.analysis.tables import (
     finished_trials,
     hypervolume_report,
     is_multi_seed,
+    main_effects,
     pareto_json,
     pareto_table,
     searched_parameters,
@@ -216,6 +217,7 @@ def test_summary_vs_baseline_matches_scipy():
     assert row["dof"] == pytest.approx(ref.df)
     assert row["diff"] == pytest.approx(1.0) and row["baseline_mean"] == pytest.approx(10.0)
     assert row["n"] == 3 and row[COEF] == 0.1
+    assert row["diff_pct"] == pytest.approx(10.0)  # +1.0 on a baseline mean of 10.0
     strong = out[(out.config_id == "strong") & (out.metric == POLY)].iloc[0]
     assert strong["n"] == 2  # diverged seed excluded
     base = out[(out.config_id == "base") & out.is_baseline]
@@ -236,3 +238,46 @@ def test_summary_vs_baseline_n1_and_errors():
         summary_vs_baseline(df, PPL, "zzz")
     int_ids = multi_seed_df().assign(config_id=lambda d: pd.factorize(d.config_id)[0])
     assert len(summary_vs_baseline(int_ids, PPL, "0")) == 4  # ids matched as strings
+
+
+def factorial_df() -> pd.DataFrame:
+    """2 x 2 factorial (reg l1/l2 x act relu/gelu), 3 seeds, plus a failed trial and a constant
+    parameter."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for reg in ("l1", "l2"):
+        for act in ("relu", "gelu"):
+            for seed in range(3):
+                y = 10.0 - 2.0 * (reg == "l2") - 1.0 * (act == "gelu") + rng.normal(0, 0.5)
+                rows.append({"trial_id": f"{reg}{act}{seed}", "config_id": f"{reg}-{act}",
+                             "status": "finished", "seed": seed, "reg": reg, "act": act,
+                             "lam": 0.1, "y": y})
+    rows.append({"trial_id": "bad", "config_id": "l2-gelu", "status": "failed", "seed": 3,
+                 "reg": "l2", "act": "gelu", "lam": 0.1, "y": -100.0})
+    return pd.DataFrame(rows)
+
+
+def test_main_effects_pool_levels_and_match_scipy():
+    df = factorial_df()
+    out = main_effects(df, "y", ["reg", "act", "lam"], reference={"act": "gelu"})
+    assert list(out["parameter"]) == ["reg", "act"]  # lam has one level: no row
+    fin = df[df.status == "finished"]
+    reg = out[out.parameter == "reg"].iloc[0]
+    assert (reg["level"], reg["reference_level"]) == ("l2", "l1")  # first level by default
+    ref = stats.ttest_ind(fin[fin.reg == "l2"].y, fin[fin.reg == "l1"].y, equal_var=False)
+    assert reg["t"] == pytest.approx(ref.statistic) and reg["p_value"] == pytest.approx(ref.pvalue)
+    assert reg["n"] == 6 and reg["reference_n"] == 6  # the failed trial is not counted
+    assert reg["diff_pct"] == pytest.approx(100 * reg["diff"] / abs(reg["reference_mean"]))
+    act = out[out.parameter == "act"].iloc[0]
+    assert (act["level"], act["reference_level"]) == ("relu", "gelu")  # reference honoured
+    assert act["diff"] > 0  # relu is worse by about +1 here
+    p = out["p_value"].to_numpy()
+    assert out["p_holm"].to_numpy() == pytest.approx(np.minimum(1, np.maximum.accumulate(
+        np.sort(p) * np.array([2, 1]))[np.argsort(np.argsort(p))]))
+
+
+def test_main_effects_numeric_levels_and_missing_reference():
+    df = factorial_df().assign(lam=lambda d: np.where(d.reg == "l1", 0.001, 0.01))
+    out = main_effects(df, "y", ["lam"], reference={"lam": "1e-3"})  # matched as a number
+    assert len(out) == 1 and out.iloc[0]["level"] == 0.01
+    assert main_effects(df, "y", ["lam"], reference={"lam": 5.0}).empty  # level not present

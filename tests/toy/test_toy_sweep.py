@@ -34,3 +34,8 @@ def test_seeded_toy_ablation_sweep_writes_welch_summary(tmp_path):
     row = s[(s["metric"] == "toy/interference") & (s["toy.reg"] == "l2")].iloc[0]
     assert row["n"] == 3 and row["baseline_n"] == 3
     assert pd.notna(row["t"]) and 0.0 <= row["p_value"] <= 1.0
+    e = pd.read_csv(out / "effects.csv")  # a factorial grid: main effects l1 -> l2
+    eff = e[e["metric"] == "toy/interference"].iloc[0]
+    assert (eff["parameter"], eff["level"], eff["reference_level"]) == ("toy.reg", "l2", "l1")
+    assert eff["t"] == pytest.approx(row["t"])  # one factor: the same two groups as summary.csv
+    assert "Main effects on the objectives" in r.stdout

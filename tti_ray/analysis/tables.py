@@ -277,7 +277,7 @@ def hypervolume_report(
 
 SUMMARY_COLUMNS = [
     CONFIG_ID, "metric", "is_baseline", "n", "mean", "std", "ci95", "baseline_n", "baseline_mean",
-    "diff", "t", "dof", "p_value", "p_holm", "cohens_d",
+    "diff", "diff_pct", "t", "dof", "p_value", "p_holm", "cohens_d",
 ]  # fmt: skip
 
 
@@ -291,7 +291,8 @@ def summary_vs_baseline(
     """Each configuration vs the baseline configuration, per metric, over finished trials.
 
     One row per (config, metric): seed ``n``, ``mean``, ``std``, ``ci95`` (half-width), the
-    baseline's ``n`` and mean, ``diff`` = mean - baseline mean, Welch's ``t``, ``dof``,
+    baseline's ``n`` and mean, ``diff`` = mean - baseline mean, ``diff_pct`` = 100 * diff /
+    |baseline mean| (seed 001's "Δ%"; NaN for a zero baseline mean), Welch's ``t``, ``dof``,
     two-sided ``p_value``, ``p_holm`` (Holm-adjusted over the configurations of that metric) and
     pooled ``cohens_d`` (conventions in :mod:`tti_ray.analysis.stats`: NaN where a side has
     fewer than two finite seeds), then the searched parameters. The baseline's own rows have
@@ -331,9 +332,11 @@ def summary_vs_baseline(
                 "diff": w.diff, "t": w.statistic, "dof": w.dof, "p_value": w.pvalue,
                 "cohens_d": w.cohens_d,
             }  # fmt: skip
+            row["diff_pct"] = _pct(w.diff, b.mean)
             if is_base:
                 row.update(
                     diff=0.0 if b.n else np.nan,
+                    diff_pct=0.0 if b.n else np.nan,
                     t=np.nan,
                     dof=np.nan,
                     p_value=np.nan,
@@ -345,6 +348,84 @@ def summary_vs_baseline(
         for r, p in zip(rows[first:], adj, strict=True):
             r["p_holm"] = p
     return pd.DataFrame(rows, columns=[*SUMMARY_COLUMNS, *params])
+
+
+def _pct(diff: float, ref: float) -> float:
+    """100 * diff / |ref|; NaN when ``ref`` is 0 or not finite."""
+    if not math.isfinite(ref) or ref == 0:
+        return math.nan
+    return 100.0 * diff / abs(ref)
+
+
+EFFECT_COLUMNS = [
+    "parameter", "level", "reference_level", "metric", "n", "mean", "std", "reference_n",
+    "reference_mean", "diff", "diff_pct", "t", "dof", "p_value", "p_holm", "cohens_d",
+]  # fmt: skip
+
+
+def main_effects(
+    df: pd.DataFrame,
+    metrics: Sequence[str | Objective] | str,
+    params: Sequence[str],
+    reference: Mapping[str, Any] | None = None,
+) -> pd.DataFrame:
+    """Marginal (main) effect of each searched parameter in a factorial/grid sweep.
+
+    For parameter ``p`` with levels ``v_0 .. v_k`` (``v_0`` = ``reference[p]``, e.g. the baseline's
+    value, else the first level in table order), each other level ``v`` gets one row per metric:
+    every finished trial with ``p == v`` (pooled over all other parameters and seeds) against
+    every finished trial with ``p == v_0``: ``n``/``mean``/``std`` of each side, ``diff``
+    = mean(v) - mean(v_0), ``diff_pct`` = 100 * diff / |mean(v_0)|, Welch's ``t``, ``dof``,
+    two-sided ``p_value``, pooled ``cohens_d``, and ``p_holm`` (Holm over all rows of that
+    metric). In a balanced full factorial this is the classical main-effect contrast; the other
+    factors stay in the variance, so the test is conservative next to an ANOVA. Parameters with a
+    single level give no rows. Levels are compared as they appear in the table (no rounding).
+    """
+    if isinstance(metrics, str):
+        metrics = [metrics]
+    names = [m.metric if isinstance(m, Objective) else m for m in metrics]
+    _check_status(df)
+    _require(df, [*names, *params])
+    fin = df[df[STATUS].astype(str) == FINISHED]
+    rows: list[dict[str, Any]] = []
+    for m in names:
+        vals = pd.to_numeric(fin[m], errors="coerce")
+        first = len(rows)
+        for p in params:
+            levels = list(dict.fromkeys(fin[p].tolist()))
+            if len(levels) < 2:
+                continue
+            ref = reference[p] if reference is not None and p in reference else levels[0]
+            ref_mask = _level_mask(fin[p], ref)
+            if not ref_mask.any():
+                continue
+            base = vals[ref_mask].to_numpy(np.float64)
+            b = aggregate(base)
+            for v in levels:
+                mask = _level_mask(fin[p], v)
+                if mask.equals(ref_mask):
+                    continue
+                x = vals[mask].to_numpy(np.float64)
+                a = aggregate(x)
+                w = welch_t_test(x, base)
+                rows.append({
+                    "parameter": p, "level": v, "reference_level": ref, "metric": m, "n": a.n,
+                    "mean": a.mean, "std": a.std, "reference_n": b.n, "reference_mean": b.mean,
+                    "diff": w.diff, "diff_pct": _pct(w.diff, b.mean), "t": w.statistic,
+                    "dof": w.dof, "p_value": w.pvalue, "cohens_d": w.cohens_d,
+                })  # fmt: skip
+        adj = holm([r["p_value"] for r in rows[first:]])
+        for r, q in zip(rows[first:], adj, strict=True):
+            r["p_holm"] = q
+    return pd.DataFrame(rows, columns=EFFECT_COLUMNS)
+
+
+def _level_mask(col: pd.Series, value: Any) -> pd.Series:
+    """Rows whose value equals ``value`` (numbers compared as floats, anything else as strings)."""
+    try:
+        return pd.to_numeric(col, errors="raise").astype(float) == float(value)
+    except (TypeError, ValueError):
+        return col.astype(str) == str(value)
 
 
 _jsonable = jsonable  # old private name

@@ -48,6 +48,15 @@ def _print_front(result: dict) -> None:
     cols += [c for m in result["objectives"] for c in (m, f"{m}_std") if c in table.columns]
     print(f"\nPareto front ({len(table)} of {result['n_finished']} finished):")
     print(table[cols].to_string(index=False, max_colwidth=40))
+    effects = result.get("effects")
+    if effects is not None and not effects.empty:
+        eff = effects[effects["metric"].isin(result["objectives"])]
+        print("\nMain effects on the objectives (Welch t, pooled over the other parameters; "
+              "effects.csv):")
+        for r in eff.itertuples():
+            print(f"  {r.metric}: {r.parameter} {r.reference_level} -> {r.level}: "
+                  f"{r.reference_mean:.4g} -> {r.mean:.4g} ({r.diff_pct:+.1f}%), "
+                  f"t={r.t:.2f}, p={r.p_value:.3g}, n={r.reference_n}/{r.n}")
 
 
 def main(argv: list[str] | None = None) -> int:

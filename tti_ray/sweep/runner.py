@@ -8,6 +8,7 @@ Experiment directory (``--out``, default ``experiments/<name>``)::
                         (or under --storage, e.g. s3://bucket/prefix)
     runs/<trial_id>/    each trial's train_run directory (local storage only)
     trials.csv, trials_state.json, pareto.csv, pareto.json, hypervolume.json, front.png
+    (+ summary.csv with a multi-seed baseline, effects.csv for a factorial grid)
 """
 
 from __future__ import annotations
@@ -229,13 +230,21 @@ def write_outputs(space: SearchSpace, exp_dir: Path, df: pd.DataFrame) -> dict[s
         metrics = [m for m in [*space.metrics, *space.report_metrics] if m in df.columns]
         summary = summary_vs_baseline(df, metrics, base_id, params=params)
         atomic_write_text(exp_dir / "summary.csv", summary.to_csv(index=False))
+    effects = None
+    if space.searcher.type == "grid" and space.configurations is None and params:
+        from tti_ray.analysis.tables import main_effects
+
+        metrics = [m for m in [*space.metrics, *space.report_metrics] if m in df.columns]
+        effects = main_effects(df, metrics, params, reference=space.baseline)
+        if not effects.empty:
+            atomic_write_text(exp_dir / "effects.csv", effects.to_csv(index=False))
     if space.run_config({}).workload == "toy_superposition" and len(params) == 2:
         _phase_diagram(df, params, exp_dir / "phase_diagram.png", space.name)
     try:
         plot_front(df, spec, exp_dir / "front.png", title=f"{space.name}: Pareto front")
     except Exception as e:  # noqa: BLE001 - a plot must never kill a sweep
         print(f"[tti_ray.sweep] front plot failed: {e}", file=sys.stderr)
-    return {"pareto": table, "hypervolume": hv}
+    return {"pareto": table, "hypervolume": hv, "effects": effects}
 
 
 def _phase_diagram(df: pd.DataFrame, params: list[str], out: Path, name: str) -> None:
