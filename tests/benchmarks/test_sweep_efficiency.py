@@ -1,0 +1,103 @@
+"""benchmarks/sweep_efficiency.py's replay: the product's searchers and MO-ASHA scheduler run
+against a table of learning curves (a synthetic one here, with the real table's axes)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from sweep_efficiency import (
+    K,
+    LAM,
+    OBJ,
+    SPACES,
+    Table,
+    curves,
+    first_reach,
+    hv_at_steps,
+    run_benchmark,
+    simulate,
+)
+
+from tti_ray.sweep.space import load_search_space
+
+
+def synthetic_table() -> Table:
+    """7 × 7 cells on the real table's axes: smaller k lowers polysemanticity and costs
+    perplexity; λ helps both a little; curves fall with steps. One cell diverges."""
+    space = load_search_space(SPACES / "efficiency_table.yaml")
+    ks = space.parameters[K].values
+    lams = space.parameters[LAM].values
+    rows = []
+    for k in ks:
+        for lam in lams:
+            for step in (50, 100, 150, 200):
+                ppl = (100 + 80 * (1 - k) ** 2 - 5 * np.log10(lam)) * (1 + 100 / step)
+                poly = (0.5 + 4 * k) * (1 - 0.05 * (np.log10(lam) + 4)) + 0.5 * (1 - step / 200)
+                if k == ks[0] and lam == lams[-1] and step == 200:
+                    ppl = float("nan")  # diverged cell
+                rows.append({K: k, LAM: lam, "step": step, OBJ[0]: ppl, OBJ[1]: poly})
+    return Table(pd.DataFrame(rows))
+
+
+def _space(file: str, *sets: str):
+    return load_search_space(SPACES / file, list(sets))
+
+
+def test_grid_replay_visits_the_4x4_subgrid(tmp_path):
+    table = synthetic_table()
+    ended = simulate(_space("efficiency.yaml"), table, 16, db=tmp_path / "g.db")
+    cells = {(e[K], e[LAM]) for e in ended}
+    grid = _space("efficiency.yaml").parameters
+    assert cells == {(k, lam) for k in grid[K].values for lam in grid[LAM].values}
+    assert {e["status"] for e in ended} == {"finished", "diverged"}
+    assert all(e["steps"] == 200 for e in ended)
+    ends = [e["ended_at"] for e in ended]
+    assert ends == sorted(ends) and ends[-1] == 16 * 200 / 2  # 2 at a time, no idle slot
+
+
+def test_mo_asha_replay_stops_trials_and_prunes_them_in_optuna(tmp_path):
+    table = synthetic_table()
+    space = _space("efficiency_continuous.yaml", "searcher.type=tpe",
+                   "scheduler={type: mo_asha, grace_steps: 50, reduction_factor: 3}")
+    ended = simulate(space, table, 24, db=tmp_path / "a.db")
+    assert len(ended) == 24
+    stopped = [e for e in ended if e["status"] == "early_stopped"]
+    assert stopped and all(e["steps"] in (50, 150) for e in stopped)  # rungs 50 and 150
+    study = optuna.load_study(study_name=space.name, storage=f"sqlite:///{tmp_path / 'a.db'}")
+    states = [t.state.name for t in study.trials]
+    assert states.count("PRUNED") == len(stopped)
+    assert states.count("COMPLETE") == sum(e["status"] == "finished" for e in ended)
+    ref = np.array([1e4, 10.0])
+    c = curves(ended, ref)
+    assert np.all(np.diff(c["hypervolume"]) >= 0) and c["steps"][-1] == sum(
+        e["steps"] for e in ended)
+    # early-stopped trials add compute but never hypervolume
+    for i, e in enumerate(ended[1:], start=1):
+        if e["status"] != "finished":
+            assert c["hypervolume"][i] == c["hypervolume"][i - 1]
+
+
+def test_curve_helpers():
+    c = {"hypervolume": [0.0, 1.0, 3.0, 3.0], "steps": [50, 250, 450, 500]}
+    assert hv_at_steps(c, 40) == 0.0 and hv_at_steps(c, 449) == 1.0 and hv_at_steps(c, 1e9) == 3.0
+    assert first_reach(c, 3.0) == (3, 450) and first_reach(c, 3.5) == (None, None)
+
+
+def test_run_benchmark_reports_both_targets(tmp_path):
+    res = run_benchmark(synthetic_table(), reps=2, budget=16, work=tmp_path)
+    assert set(res["searchers"]) == {"grid", "random", "tpe", "nsga2", "gp", "tpe+mo_asha",
+                                    "tpe+mo_asha(eta=2)"}
+    assert res["grid_compute_steps"] == 16 * 200
+    assert len(res["targets"]) == 2 and all(isinstance(v, bool) for v in res["targets"].values())
+    grid = res["summary"]["grid"]
+    assert grid["hv_over_grid_at_full_grid_compute"]["median"] == pytest.approx(1.0)
+    assert grid["compute_fraction_to_reach_grid_hv"]["median"] <= 1.0
