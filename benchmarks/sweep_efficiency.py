@@ -84,7 +84,7 @@ def build_table(work: Path, out: Path = TABLE_CSV) -> pd.DataFrame:
     args = [sys.executable, "-m", "tti_ray.sweep", str(TABLE_SPACE), "--out", str(exp),
             "--num-cpus", "2", "--no-tracking"]
     t0 = time.time()
-    r = subprocess.run(args, cwd=ROOT)
+    r = subprocess.run(args, check=False, cwd=ROOT)
     if r.returncode != 0:
         raise SystemExit(f"table sweep failed (exit {r.returncode})")
     df = table_from_experiment(exp)
@@ -143,6 +143,8 @@ def simulate(space: Any, table: Table, n_trials: int, *, concurrency: int = 2,
              db: Path) -> list[dict]:
     """Replay one sweep of ``space`` against ``table`` with the product's searcher (and MO-ASHA
     scheduler when the space has one); returns the ended trials in completion order."""
+    from ray.tune.schedulers import TrialScheduler
+
     from tti_ray.sweep.scheduler import MOASHAScheduler
     from tti_ray.sweep.searcher import make_searcher
 
@@ -183,7 +185,7 @@ def simulate(space: Any, table: Table, n_trials: int, *, concurrency: int = 2,
         stop = False
         if sched is not None and not last:
             stop = sched.on_trial_result(None, SimpleNamespace(trial_id=tr["trial_id"]),
-                                         result) == "STOP"
+                                         result) == TrialScheduler.STOP
         if last or stop:
             searcher.on_trial_complete(tr["trial_id"], result)
             ended.append({"trial_id": tr["trial_id"], K: tr["cell"][0], LAM: tr["cell"][1],

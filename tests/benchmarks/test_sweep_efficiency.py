@@ -15,10 +15,10 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from sweep_efficiency import (
-    K,
     LAM,
     OBJ,
     SPACES,
+    K,
     Table,
     curves,
     first_reach,

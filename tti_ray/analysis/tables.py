@@ -387,24 +387,26 @@ def main_effects(
     _check_status(df)
     _require(df, [*names, *params])
     fin = df[df[STATUS].astype(str) == FINISHED]
+    # per parameter: (reference level, its rows, [(other level, its rows)]), shared by all metrics
+    contrasts = []
+    for p in params:
+        levels = list(dict.fromkeys(fin[p].tolist()))
+        if len(levels) < 2:
+            continue
+        ref = reference[p] if reference is not None and p in reference else levels[0]
+        ref_mask = _level_mask(fin[p], ref)
+        if not ref_mask.any():
+            continue
+        others = [(v, m) for v in levels if not (m := _level_mask(fin[p], v)).equals(ref_mask)]
+        contrasts.append((p, ref, ref_mask, others))
     rows: list[dict[str, Any]] = []
     for m in names:
         vals = pd.to_numeric(fin[m], errors="coerce")
         first = len(rows)
-        for p in params:
-            levels = list(dict.fromkeys(fin[p].tolist()))
-            if len(levels) < 2:
-                continue
-            ref = reference[p] if reference is not None and p in reference else levels[0]
-            ref_mask = _level_mask(fin[p], ref)
-            if not ref_mask.any():
-                continue
+        for p, ref, ref_mask, others in contrasts:
             base = vals[ref_mask].to_numpy(np.float64)
             b = aggregate(base)
-            for v in levels:
-                mask = _level_mask(fin[p], v)
-                if mask.equals(ref_mask):
-                    continue
+            for v, mask in others:
                 x = vals[mask].to_numpy(np.float64)
                 a = aggregate(x)
                 w = welch_t_test(x, base)

@@ -219,22 +219,18 @@ def write_outputs(space: SearchSpace, exp_dir: Path, df: pd.DataFrame) -> dict[s
     pj = pareto_json(table, spec, hv["reference_point"], hv["hypervolume"])
     atomic_write_text(exp_dir / "pareto.json", json.dumps(pj, indent=1, allow_nan=False))
     atomic_write_text(exp_dir / "hypervolume.json", json.dumps(hv, indent=1, allow_nan=False))
+    from tti_ray.analysis.tables import main_effects, summary_vs_baseline
     from tti_ray.sweep.space import config_id
 
+    metrics = [m for m in [*space.metrics, *space.report_metrics] if m in df.columns]
     base_id = config_id(space.baseline) if space.baseline is not None else None
     # the baseline configuration may not have started yet while the sweep is live
     if base_id is not None and space.budget.seeds_per_config > 1 and (
             base_id in set(df["config_id"].astype(str))):
-        from tti_ray.analysis.tables import summary_vs_baseline
-
-        metrics = [m for m in [*space.metrics, *space.report_metrics] if m in df.columns]
         summary = summary_vs_baseline(df, metrics, base_id, params=params)
         atomic_write_text(exp_dir / "summary.csv", summary.to_csv(index=False))
     effects = None
     if space.searcher.type == "grid" and space.configurations is None and params:
-        from tti_ray.analysis.tables import main_effects
-
-        metrics = [m for m in [*space.metrics, *space.report_metrics] if m in df.columns]
         effects = main_effects(df, metrics, params, reference=space.baseline)
         if not effects.empty:
             atomic_write_text(exp_dir / "effects.csv", effects.to_csv(index=False))

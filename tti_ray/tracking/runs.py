@@ -225,12 +225,7 @@ def track_trial(info: dict[str, Any] | None, cfg: Any, *, trial_id: str, config_
                          "parent_run_id": info["parent_run_id"]})
     run = RunTracker(client, run_id, out_dir, info.get("objectives") or DEFAULT_OBJECTIVES)
     run.log_start(cfg.to_dict(), tags)
-    try:
-        yield run
-    except Exception as e:
-        run.finish(_final_status(out_dir, e), TRIAL_FLUSH_S)
-        raise
-    run.finish(_final_status(out_dir, None), TRIAL_FLUSH_S)
+    yield from _until_finished(run, out_dir, TRIAL_FLUSH_S)
 
 
 def attach_worker(info: dict[str, Any] | None, out_dir: Path, rank: int) -> RunTracker | NullRun:
@@ -276,12 +271,18 @@ def track_run(tracking_uri: str | None, artifact_store: str | None, cfg: Any, ou
     run.log_start(cfg.to_dict(), {ROLE: "run", STATUS: "running",
                                   "tti_ray.run_dir": str(out_dir.resolve()),
                                   "mlflow.source.name": "tti_ray.train", **provenance_tags()})
+    yield from _until_finished(run, out_dir, RUN_FLUSH_S)
+
+
+def _until_finished(run: RunTracker, out_dir: Path, flush_s: float) -> Iterator[RunTracker]:
+    """Yield ``run`` to the ``with`` body, then finish it with the run's final status (from
+    ``out_dir``, or ``failed`` when the body raised); the body's exception propagates."""
     try:
         yield run
     except Exception as e:
-        run.finish(_final_status(out_dir, e), RUN_FLUSH_S)
+        run.finish(_final_status(out_dir, e), flush_s)
         raise
-    run.finish(_final_status(out_dir, None), RUN_FLUSH_S)
+    run.finish(_final_status(out_dir, None), flush_s)
 
 
 # -- per-run plot ---------------------------------------------------------------------------------
