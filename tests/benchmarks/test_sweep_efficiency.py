@@ -17,6 +17,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from sweep_efficiency import (
     LAM,
     OBJ,
+    PROBLEMS,
     SPACES,
     K,
     Table,
@@ -101,3 +102,29 @@ def test_run_benchmark_reports_both_targets(tmp_path):
     grid = res["summary"]["grid"]
     assert grid["hv_over_grid_at_full_grid_compute"]["median"] == pytest.approx(1.0)
     assert grid["compute_fraction_to_reach_grid_hv"]["median"] <= 1.0
+
+
+@pytest.mark.parametrize("name", sorted(PROBLEMS))
+def test_problem_spaces_are_consistent(name):
+    """Each problem's grid is every other value of its 7 × 7 table, the continuous box spans the
+    table exactly (λ on a log scale), and all three spaces share one run config."""
+    pr = PROBLEMS[name]
+    table, grid, box = (load_search_space(f) for f in
+                        (pr.table_space, pr.grid_space, pr.continuous_space))
+    for p in (K, LAM):
+        vals = table.parameters[p].values
+        assert len(vals) == 7 and grid.parameters[p].values == vals[::2]
+        lo, hi = box.parameters[p].low, box.parameters[p].high
+        assert (lo, hi) == pytest.approx((vals[0], vals[-1]), rel=1e-3)
+        spacing = np.diff(np.log10(vals) if p == LAM else vals)
+        assert spacing == pytest.approx(np.full(6, spacing.mean()), rel=0.02)
+    assert box.parameters[LAM].distribution == "loguniform"
+    assert box.parameters[K].distribution == "uniform"
+    assert grid.budget.trials == 16 and table.budget.trials == 49
+    assert [o.metric for o in box.objectives] == OBJ
+
+    def run(s):  # the run config, less when it evaluates and checkpoints
+        train = {k: v for k, v in s.base["train"].items() if k not in ("eval_every", "ckpt_every")}
+        return {**s.base, "train": train}
+
+    assert run(table) == run(grid) == run(box) and run(box)["train"]["steps"] == 200
