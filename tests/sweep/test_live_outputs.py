@@ -30,3 +30,18 @@ def test_summary_waits_for_the_baseline_configuration(tmp_path):
     write_outputs(space, tmp_path, pd.DataFrame(rows))
     s = pd.read_csv(tmp_path / "summary.csv")
     assert set(s["is_baseline"]) == {True, False}
+
+
+def test_grid_main_effects_reference_is_the_first_listed_value(tmp_path):
+    """Without a baseline, effects.csv contrasts against the first value the file lists, whatever
+    order the trials finished in."""
+    space = load_search_space(write_space(
+        tmp_path / "s.yaml", parameters={KEY: {"values": [0.01, 0.1, 0.0]}},
+        searcher={"type": "grid"}))
+    rows = [{"trial_id": f"t{i}", "config_id": config_id({KEY: v}), "status": "finished",
+             "seed": 0, KEY: v, "val/perplexity": 10.0 + i, "val/polysemanticity/mean": 2.0 - i}
+            for i, v in enumerate([0.0, 0.1, 0.01, 0.0, 0.1, 0.01])]  # 0.0 finishes first
+    out = write_outputs(space, tmp_path, pd.DataFrame(rows))
+    e = out["effects"]
+    assert set(e["reference_level"]) == {0.01} and set(e["level"]) == {0.1, 0.0}
+    assert (tmp_path / "effects.csv").exists()

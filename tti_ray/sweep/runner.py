@@ -231,7 +231,10 @@ def write_outputs(space: SearchSpace, exp_dir: Path, df: pd.DataFrame) -> dict[s
         atomic_write_text(exp_dir / "summary.csv", summary.to_csv(index=False))
     effects = None
     if space.searcher.type == "grid" and space.configurations is None and params:
-        effects = main_effects(df, metrics, params, reference=space.baseline)
+        # reference level: the baseline's value, else the first value the file lists (not the
+        # first trial to finish, which varies from run to run)
+        ref = {q: space.parameters[q].values[0] for q in params if space.parameters[q].values}
+        effects = main_effects(df, metrics, params, reference={**ref, **(space.baseline or {})})
         if not effects.empty:
             atomic_write_text(exp_dir / "effects.csv", effects.to_csv(index=False))
     if space.run_config({}).workload == "toy_superposition" and len(params) == 2:
