@@ -22,7 +22,7 @@ Problems (``--problem``):
   (1 layer, d_model 64), λ ∈ [1e-4, 1]. The table takes about 20 minutes on 2 cores.
 - ``topk_anti_poly``: the shipped ``search_spaces/topk_anti_poly.yaml`` unchanged, the issue's
   "tiny preset" (2 layers, d_model 128), its own box λ ∈ [1e-4, 0.1]; the continuous searchers
-  load that file itself. Its table takes about 50 minutes on 2 cores. It was added after the
+  load that file itself. Its table takes about an hour on 2 cores. It was added after the
   first problem's targets were missed, and fixed (table, grid, box, searchers, targets) before
   its table was measured, so that the two results together say how much the outcome depends on
   the problem; both are reported.
