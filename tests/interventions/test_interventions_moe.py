@@ -422,9 +422,7 @@ def test_two_worker_ddp_trial_agrees_on_weights_and_reloads(tmp_path):
     import copy
     import json
 
-    import pandas as pd
-
-    from tests.sweep.conftest import SMALL_BASE, run_sweep_cli, write_space
+    from tests.sweep.conftest import SMALL_BASE, finished_ddp_run, run_sweep_cli, write_space
     from tti_ray.train.checkpoint import load_model
     from tti_ray.train.evaluate import val_loss
     from tti_ray.train.loop import DistInfo
@@ -441,14 +439,7 @@ def test_two_worker_ddp_trial_agrees_on_weights_and_reloads(tmp_path):
     out = tmp_path / "exp"
     r = run_sweep_cli(str(space), "--out", str(out), "--no-tracking")
     assert r.returncode == 0, r.stderr[-3000:]
-    df = pd.read_csv(out / "trials.csv")
-    assert list(df["status"]) == ["finished"]
-    run_dir = out / "runs" / df["trial_id"][0]
-    w0 = json.loads((run_dir / "worker.json").read_text())
-    w1 = json.loads((run_dir / "rank1" / "worker.json").read_text())
-    assert (w0["rank"], w1["rank"], w0["world"]) == (0, 1, 2)
-    assert not set(w0["first_batch_blocks"]) & set(w1["first_batch_blocks"])
-    assert w0["weights_sha256"] == w1["weights_sha256"]
+    run_dir = finished_ddp_run(out)
     final = json.loads((run_dir / "metrics.json").read_text())
     assert final["train/reg/moe/specialization"] > 0 and final["train/reg/moe/balance"] > 0
     assert final["val/moe/ablation/specificity"] >= 0

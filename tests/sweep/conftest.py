@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -47,6 +49,20 @@ def run_sweep_cli(*args: str, timeout: int = 600, **kw) -> subprocess.CompletedP
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.run(sweep_cmd(*args), cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=timeout, **kw)
+
+
+def finished_ddp_run(out: Path) -> Path:
+    """The run directory of a sweep's single 2-worker trial, after checking that it finished,
+    that both ranks trained on disjoint data shards and that they ended with identical weights."""
+    df = pd.read_csv(out / "trials.csv")
+    assert list(df["status"]) == ["finished"]
+    run = out / "runs" / df["trial_id"][0]
+    w0 = json.loads((run / "worker.json").read_text())
+    w1 = json.loads((run / "rank1" / "worker.json").read_text())
+    assert (w0["rank"], w1["rank"], w0["world"]) == (0, 1, 2)
+    assert not set(w0["first_batch_blocks"]) & set(w1["first_batch_blocks"])
+    assert w0["weights_sha256"] == w1["weights_sha256"]
+    return run
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from optuna.trial import TrialState
 
-from .conftest import ROOT, run_sweep_cli, sweep_cmd, write_space
+from .conftest import ROOT, finished_ddp_run, run_sweep_cli, sweep_cmd, write_space
 
 pytestmark = pytest.mark.slow
 OBJ = ["val/perplexity", "val/polysemanticity/mean"]
@@ -112,12 +112,5 @@ def test_two_worker_ddp_trial_shards_data_and_agrees_on_weights(tmp_path):
     out = tmp_path / "exp"
     r = run_sweep_cli(str(space), "--out", str(out))
     assert r.returncode == 0, r.stderr[-3000:]
-    df = pd.read_csv(out / "trials.csv")
-    assert list(df["status"]) == ["finished"]
-    run = out / "runs" / df["trial_id"][0]
-    w0 = json.loads((run / "worker.json").read_text())
-    w1 = json.loads((run / "rank1" / "worker.json").read_text())
-    assert (w0["rank"], w1["rank"], w0["world"]) == (0, 1, 2)
-    assert not set(w0["first_batch_blocks"]) & set(w1["first_batch_blocks"])
-    assert w0["weights_sha256"] == w1["weights_sha256"]
+    run = finished_ddp_run(out)
     assert (run / "metrics.json").exists()

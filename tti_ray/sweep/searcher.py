@@ -152,14 +152,15 @@ class SeedGroups(Searcher):
                 primary, {"status": "running" if pruned else "failed"}, error=not pruned
             )
 
-# Tune checkpoints a wrapping searcher (one with ``.searcher``) through get_state/set_state and
+    # Tune checkpoints a wrapping searcher (one with ``.searcher``) through get_state/set_state and
     # the wrapped one through its own save/restore (Ray's ConcurrencyLimiter does the same)
+    _STATE = ("groups", "member_of", "open", "n_seeds", "metrics")
+
     def get_state(self) -> dict[str, Any]:
-        return {"groups": self.groups, "member_of": self.member_of, "open": self.open,
-                "n_seeds": self.n_seeds, "metrics": self.metrics}
+        return {k: getattr(self, k) for k in self._STATE}
 
     def set_state(self, state: dict[str, Any]) -> None:
-        for k in ("groups", "member_of", "open", "n_seeds", "metrics"):
+        for k in self._STATE:
             setattr(self, k, state[k])
 
     def save(self, checkpoint_path: str) -> None:
