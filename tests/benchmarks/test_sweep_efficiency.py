@@ -102,6 +102,17 @@ def test_run_benchmark_reports_both_targets(tmp_path):
     grid = res["summary"]["grid"]
     assert grid["hv_over_grid_at_full_grid_compute"]["median"] == pytest.approx(1.0)
     assert grid["compute_fraction_to_reach_grid_hv"]["median"] <= 1.0
+    # context: the best single cell's hypervolume is a rectangle up to the reference point
+    ref = np.array([res["reference_point"][m] for m in OBJ])
+    table = synthetic_table()
+    finals = [np.array(c[-1][1:]) for c in table.curves.values()]
+    rect = max(float(np.prod(ref - f)) for f in finals if np.all(np.isfinite(f)))
+    best = res["context"]["best_cells_hv_over_grid"]
+    assert best["1"]["hv_over_grid"] * res["grid_final_hypervolume"] == pytest.approx(rect)
+    assert best["1"]["hv_over_grid"] <= best["2"]["hv_over_grid"] <= best["3"]["hv_over_grid"]
+    assert [len(best[n]["cells"]) for n in "123"] == [1, 2, 3]
+    half = res["context"]["sweeps_configured_for_8_trials_hv_over_grid"]
+    assert set(half) == {"tpe", "gp"} and all(0 < h["median"] for h in half.values())
 
 
 @pytest.mark.parametrize("name", sorted(PROBLEMS))
