@@ -235,6 +235,17 @@ def simulate(space: Any, table: Table, n_trials: int, *, concurrency: int = 2,
     return ended
 
 
+def replay(space_file: Path, sets: list[str], seed: int, budget: int, table: Table,
+           n_trials: int, *, db: Path) -> list[dict]:
+    """:func:`simulate` one sweep of ``space_file`` with ``sets``, the searcher seed and a trial
+    budget of ``budget`` (which sizes the samplers' random start-up) applied."""
+    from tti_ray.sweep.space import load_search_space
+
+    space = load_search_space(space_file,
+                              [*sets, f"searcher.seed={seed}", f"budget.trials={budget}"])
+    return simulate(space, table, n_trials, db=db)
+
+
 def curves(ended: list[dict], ref: np.ndarray) -> dict[str, list[float]]:
     """Hypervolume of the finished trials and cumulative steps after each ended trial."""
     hv, steps, pts, total = [], [], [], 0
@@ -303,8 +314,6 @@ def plot(res: dict, path: Path) -> None:
 
 def run_benchmark(table: Table, reps: int, budget: int, work: Path,
                   problem: Problem = PROBLEMS["efficiency"]) -> dict:
-    from tti_ray.sweep.space import load_search_space
-
     ref = reference_point(table.finals(), MODES)
     spaces = {"grid": problem.grid_space, "continuous": problem.continuous_space}
     res: dict[str, Any] = {
@@ -322,9 +331,8 @@ def run_benchmark(table: Table, reps: int, budget: int, work: Path,
     for name, (which, sets, mult) in SEARCHERS.items():
         runs, statuses = [], {}
         for rep in range(reps):
-            space = load_search_space(spaces[which],
-                                      [*sets, f"searcher.seed={rep}", f"budget.trials={budget}"])
-            ended = simulate(space, table, budget * mult, db=work / f"{name}-{rep}.db")
+            ended = replay(spaces[which], sets, rep, budget, table, budget * mult,
+                           db=work / f"{name}-{rep}.db")
             for e in ended:
                 statuses[e["status"]] = statuses.get(e["status"], 0) + 1
             runs.append(curves(ended, ref))
@@ -369,14 +377,12 @@ def run_benchmark(table: Table, reps: int, budget: int, work: Path,
 
 
 def context(table: Table, ref: np.ndarray, g_hv: float, budget: int, work: Path,
-            continuous: Path, reps: int = 20) -> dict:
+            continuous: Path, reps: int) -> dict:
     """Two readings that frame the targets. (1) How concentrated the hypervolume is: the best
     subset of 1, 2 and 3 cells, found by exhaustive search over the table. (2) The other reading
     of "TPE at half the budget": a sweep *configured* for half the trials (fewer random startup
     trials), not the first half of a full-budget sweep; GP alongside."""
     from itertools import combinations
-
-    from tti_ray.sweep.space import load_search_space
 
     finals = {c: np.array(v[-1][1:]) for c, v in table.curves.items()
               if table.status[c] == "finished" and np.all(np.isfinite(v[-1][1:]))}
@@ -389,10 +395,8 @@ def context(table: Table, ref: np.ndarray, g_hv: float, budget: int, work: Path,
     for kind in ("tpe", "gp"):
         vals = []
         for rep in range(reps):
-            space = load_search_space(continuous, [f"searcher.type={kind}",
-                                                   f"searcher.seed={rep}",
-                                                   f"budget.trials={budget // 2}"])
-            ended = simulate(space, table, budget // 2, db=work / f"half-{kind}-{rep}.db")
+            ended = replay(continuous, [f"searcher.type={kind}"], rep, budget // 2, table,
+                           budget // 2, db=work / f"half-{kind}-{rep}.db")
             vals.append(curves(ended, ref)["hypervolume"][-1] / g_hv)
         half[kind] = {"median": float(np.median(vals)),
                       "share_of_reps_ge_1": float(np.mean(np.array(vals) >= 1 - 1e-9))}

@@ -372,8 +372,8 @@ def main_effects(
     """Marginal (main) effect of each searched parameter in a factorial/grid sweep.
 
     For parameter ``p`` with levels ``v_0 .. v_k`` (``v_0`` = ``reference[p]``, e.g. the baseline's
-    value, else the first level in table order; a sweep passes the baseline's value, else the first
-value its file lists), each other level ``v`` gets one row per metric:
+    value, else the first level in table order; a sweep passes the baseline's value, else the
+    first value its file lists), each other level ``v`` gets one row per metric:
     every finished trial with ``p == v`` (pooled over all other parameters and seeds) against
     every finished trial with ``p == v_0``: ``n``/``mean``/``std`` of each side, ``diff``
     = mean(v) - mean(v_0), ``diff_pct`` = 100 * diff / |mean(v_0)|, Welch's ``t``, ``dof``,
