@@ -139,6 +139,15 @@ class EvalConfig(Section):
     metric_tokens: int = Field(4096, ge=64)
     sites: list[Site] = Field(default_factory=lambda: list(SITES))
     active_threshold: float = Field(0.01, gt=0.0)
+    # a neuron is live when active on at least this share of the sample's tokens
+    live_min_freq: float = Field(0.01, gt=0.0, lt=1.0)
+    # permutations of the token ids for the calibrated polysemanticity (0: not computed)
+    permutations: int = Field(4, ge=0, le=64)
+    permutation_seed: int = Field(0, ge=0)
+    monosemantic_threshold: float = Field(0.5, gt=0.0)
+    # token categories for the category metrics (coarse | lexicon | path to a JSON lexicon);
+    # default: those of a category anti_poly intervention, if any
+    categories: str | None = None
 
     @field_validator("sites")
     @classmethod
@@ -146,6 +155,15 @@ class EvalConfig(Section):
         if not v:
             raise ValueError("needs at least one site")
         return list(dict.fromkeys(v))
+
+    @field_validator("categories")
+    @classmethod
+    def _categories_valid(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        from tti_ray.interventions.categories import validate_kind
+
+        return validate_kind(v)
 
 
 class RunConfig(Section):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 from tti_ray.config import RunConfig
-from tti_ray.metrics import METRICS
+from tti_ray.metrics import BASE_METRICS, CALIBRATED_METRICS, CATEGORY_METRICS
 
 TRAIN = ("loss", "ce", "lr", "grad_norm", "tokens_per_s", "reg_to_ce_ratio")
 TOY = (
@@ -23,9 +23,16 @@ def metric_patterns(cfg: RunConfig, sae: bool) -> list[str]:
     sites = "|".join(cfg.eval.sites)
     layers = "|".join(str(i) for i in range(cfg.model.n_layer))
     ivs = "|".join(re.escape(n) for n in cfg.interventions) or "(?!)"
+    from tti_ray.train.evaluate import category_kind
+
+    metrics = list(BASE_METRICS)
+    if cfg.eval.permutations > 0:
+        metrics += CALIBRATED_METRICS
+    if category_kind(cfg) is not None:
+        metrics += CATEGORY_METRICS[: 2 if cfg.eval.permutations > 0 else 1]
     pats = [
         r"val/loss", r"val/perplexity", rf"train/(?:{'|'.join(TRAIN)})",
-        rf"val/(?:{'|'.join(METRICS)})/(?:mean|(?:{sites})/(?:mean|layer_(?:{layers})))",
+        rf"val/(?:{'|'.join(metrics)})/(?:mean|(?:{sites})/(?:mean|layer_(?:{layers})))",
         rf"train/reg/(?:{ivs})(?:/.+)?", rf"val/(?:{ivs})/.+",
     ]
     if sae:

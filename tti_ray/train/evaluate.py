@@ -23,7 +23,7 @@ from torch import nn
 
 from tti_ray.config import RunConfig
 from tti_ray.data import TokenData, eval_blocks
-from tti_ray.metrics import ActivationStats, perplexity, site_metrics
+from tti_ray.metrics import ActivationStats, perplexity, position_permutations, site_metrics
 from tti_ray.model import capture
 
 if TYPE_CHECKING:
@@ -62,6 +62,30 @@ def val_loss(
     return float(total[0] / total[1].clamp_min(1))
 
 
+def category_kind(cfg: RunConfig) -> str | None:
+    """The token categories the category metrics use: ``eval.categories``, else those of the
+    first ``anti_poly``-style intervention that works over categories, else none."""
+    if cfg.eval.categories is not None:
+        return cfg.eval.categories
+    for iv in cfg.interventions.values():
+        if getattr(iv, "over", None) == "category":
+            return str(iv.categories)
+    return None
+
+
+_CATEGORY_CACHE: dict[tuple[str, str], torch.Tensor] = {}
+
+
+def _id_categories(kind: str, tokens: TokenData) -> torch.Tensor:
+    """Category of every model id (``LongTensor[vocab]``), built once per process and corpus."""
+    from tti_ray.interventions.categories import category_map
+
+    key = (kind, str(tokens.directory))
+    if key not in _CATEGORY_CACHE:
+        _CATEGORY_CACHE[key] = category_map(kind, tokens).ids
+    return _CATEGORY_CACHE[key]
+
+
 @torch.no_grad()
 def interpretability_metrics(
     model: nn.Module,
@@ -74,8 +98,14 @@ def interpretability_metrics(
     blocks = metric_sample(tokens, cfg)
     ids = blocks[:, :-1]
     uniq, inverse = torch.unique(ids.reshape(-1), return_inverse=True)
+    ev = cfg.eval
+    # the calibration null: the sample's id indices under fixed permutations of its positions
+    perms = position_permutations(inverse.numel(), ev.permutations, ev.permutation_seed)
+    null_all = inverse[perms].view(len(perms), *ids.shape).to(device)  # [P, blocks, T]
     inverse = inverse.view_as(ids).to(device)
-    sites = [(s, i) for s in cfg.eval.sites for i in range(cfg.model.n_layer)]
+    kind = category_kind(cfg)
+    id_cats = _id_categories(kind, tokens)[uniq] if kind is not None else None
+    sites = [(s, i) for s in ev.sites for i in range(cfg.model.n_layer)]
     stats: dict[tuple[str, int], ActivationStats] = {}
     bs = max(cfg.train.batch_size // cfg.train.grad_accum, 1)
     with capture(model, sites, detach=True) as acts:
@@ -83,12 +113,17 @@ def interpretability_metrics(
             x = ids[i : i + bs].to(device)
             with autocast():
                 model(input_ids=x)
+            null = null_all[:, i : i + bs].reshape(len(perms), -1)
             for key, a in acts.items():
                 if key not in stats:
                     stats[key] = ActivationStats(
-                        len(uniq), a.shape[-1], cfg.eval.active_threshold, device
+                        len(uniq), a.shape[-1], ev.active_threshold, device,
+                        permutations=ev.permutations, min_freq=ev.live_min_freq,
+                        id_categories=id_cats, monosemantic_threshold=ev.monosemantic_threshold,
                     )
-                stats[key].update(a.reshape(-1, a.shape[-1]), inverse[i : i + bs].reshape(-1))
+                stats[key].update(
+                    a.reshape(-1, a.shape[-1]), inverse[i : i + bs].reshape(-1), null
+                )
     results = {k: s.finalize(len(uniq)) for k, s in stats.items()}
     out: dict[str, Any] = site_metrics(results, prefix="val")
     if return_raw:
