@@ -18,7 +18,13 @@ from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
 
 from tti_ray.analysis.pareto import Objective, non_dominated_mask, parse_objectives
-from tti_ray.analysis.tables import METHOD, ObjectivesLike, _points, finished_trials
+from tti_ray.analysis.tables import (
+    METHOD,
+    ObjectivesLike,
+    _points,
+    feasible_mask,
+    finished_trials,
+)
 
 
 def _axis_label(o: Objective) -> str:
@@ -53,7 +59,9 @@ def plot_front(
     with a black edge and, with exactly two objectives, joined by the attainment staircase.
     Colours: by ``color_by`` (a colour bar if numeric with more than 8 distinct values, log-scaled
     when positive and spanning over two decades; else one colour per value), else by ``method``
-    if the column exists. Works with 0 or 1 finished trials. Returns the PNG path.
+    if the column exists. Finished trials that violate a constraint (``feasible`` false or
+    empty) are red crosses, outside the front. Works with 0 or 1 finished trials. Returns the
+    PNG path.
     """
     objs = parse_objectives(objectives)
     if len(objs) < 2:
@@ -94,6 +102,13 @@ def plot_front(
                 ax.scatter(x[sel & ~front], y[sel & ~front], color=c, alpha=0.3, s=25)
                 ax.scatter(x[sel & front], y[sel & front], color=c, edgecolors="k", s=45, label=lab)
             ax.legend(title=color_by, fontsize="small")
+    bad = finished_trials(df, objs, feasible_only=False)
+    bad = bad.loc[~feasible_mask(bad)]
+    if len(bad):
+        bp = _points(bad, objs)
+        ax.scatter(bp[:, 0], bp[:, 1], marker="x", c="tab:red", s=30, linewidths=1.2,
+                   label=f"infeasible ({len(bad)})", zorder=3)
+        ax.legend(fontsize="small")
     if len(objs) == 2 and front.sum() >= 1:
         # Staircase of the attained region: front sorted best-first in x, flat until the next point.
         fx, fy = x[front], y[front]

@@ -10,7 +10,10 @@ name contains a ``.`` and no ``/`` (metric names have slashes, config paths have
 given explicitly with ``params=``.
 
 Only ``finished`` trials with every objective finite enter a front or a hypervolume: diverged,
-early-stopped, failed, running and pending trials are counted but never on the front.
+early-stopped, failed, running and pending trials are counted but never on the front. With a
+``feasible`` column (a sweep with ``constraints``), a finished trial must also be feasible: rows
+with ``feasible`` false (a constraint violated) or empty (not decidable yet, e.g. a
+relative constraint whose baseline has not finished) are counted as infeasible and left out.
 """
 
 from __future__ import annotations
@@ -41,13 +44,16 @@ TRIAL_ID, CONFIG_ID, STATUS, SEED, CHECKPOINT = (
     "checkpoint",
 )
 METHOD = "method"
+FEASIBLE = "feasible"
 STATUSES = ("finished", "diverged", "early_stopped", "failed", "running", "pending")
 FINISHED = "finished"
 TERMINAL = ("finished", "diverged", "early_stopped", "failed")
 ORDER_COLUMNS = ("completed_at", "trial_index")  # first one present gives the completion order
-RESERVED = (TRIAL_ID, CONFIG_ID, STATUS, SEED, CHECKPOINT, METHOD, *ORDER_COLUMNS)
+RESERVED = (TRIAL_ID, CONFIG_ID, STATUS, SEED, CHECKPOINT, METHOD, FEASIBLE, *ORDER_COLUMNS)
 
 ObjectivesLike = str | Iterable[str | Objective]
+ELIGIBLE = ("finished trials with every objective finite and, where trials.csv has a 'feasible' "
+            "column, feasible (every constraint met); infeasible trials are counted, not used")
 
 
 def _require(df: pd.DataFrame, cols: Iterable[str], what: str = "trials table") -> None:
@@ -74,15 +80,38 @@ def searched_parameters(df: pd.DataFrame) -> list[str]:
     ]
 
 
-def finished_trials(df: pd.DataFrame, objectives: ObjectivesLike) -> pd.DataFrame:
-    """The rows that can be on a front: ``status == finished`` and every objective finite."""
+def feasible_mask(df: pd.DataFrame) -> np.ndarray:
+    """Per row: feasible (True when there is no ``feasible`` column; else the column read as a
+    boolean, with empty/unknown values False)."""
+    if FEASIBLE not in df.columns:
+        return np.ones(len(df), bool)
+    col = df[FEASIBLE]
+    return col.map(lambda v: v is True or str(v).strip().lower() in ("true", "1", "1.0")
+                   ).to_numpy(bool)
+
+
+def finished_trials(
+    df: pd.DataFrame, objectives: ObjectivesLike, *, feasible_only: bool = True
+) -> pd.DataFrame:
+    """The rows that can be on a front: ``status == finished``, every objective finite and
+    (``feasible_only``, see :func:`feasible_mask`) feasible."""
     objs = parse_objectives(objectives)
     _check_status(df)
     metrics = [o.metric for o in objs]
     _require(df, metrics)
     vals = df[metrics].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
     keep = (df[STATUS].astype(str) == FINISHED).to_numpy() & np.isfinite(vals).all(1)
+    if feasible_only:
+        keep &= feasible_mask(df)
     return df.loc[keep]
+
+
+def n_infeasible(df: pd.DataFrame) -> int:
+    """Finished trials left out of fronts and hypervolumes because they are not feasible."""
+    if FEASIBLE not in df.columns or STATUS not in df.columns:
+        return 0
+    fin = (df[STATUS].astype(str) == FINISHED).to_numpy()
+    return int((fin & ~feasible_mask(df)).sum())
 
 
 def _points(df: pd.DataFrame, objs: Sequence[Objective]) -> np.ndarray:
@@ -154,12 +183,19 @@ def pareto_table(
     finished seeds, and ``n_seeds`` says how many) and the non-dominated configurations by their
     seed means are returned, plus ``rank``. ``all_fronts=True`` returns every eligible row with
     its front index. Rows are sorted by rank, then by the first objective (best first).
-    Duplicated points are all kept (see :mod:`tti_ray.analysis.pareto`).
+    Duplicated points are all kept (see :mod:`tti_ray.analysis.pareto`). Infeasible trials are
+    never on it (:func:`finished_trials`); with several seeds, neither is a configuration with
+    an infeasible finished seed.
     """
     objs = parse_objectives(objectives)
     metrics = [o.metric for o in objs]
     fin = finished_trials(df, objs)
     multi = is_multi_seed(df) if multi_seed is None else multi_seed
+    if multi and FEASIBLE in df.columns:
+        # a configuration is feasible only if every finished seed is
+        every = finished_trials(df, objs, feasible_only=False)
+        bad = set(every.loc[~feasible_mask(every), CONFIG_ID])
+        fin = fin[~fin[CONFIG_ID].isin(bad)]
     table = aggregate_by_config(fin, metrics, params=params) if multi else fin.copy()
     table["rank"] = front_ranks(_points(table, objs), objs) if len(table) else np.zeros(0, int)
     if not all_fronts:
@@ -216,6 +252,7 @@ def pareto_json(
             "reference_point": _ref_dict(objs, ref),
             "hypervolume": hv,
             "n_points": len(table),
+            "eligible": ELIGIBLE,
             "points": table.to_dict(orient="records"),
         }
     )
@@ -253,7 +290,8 @@ def hypervolume_report(
         ref_arr, rule = None, "none: no finished trials yet"
     done = _completion_order(df[df[STATUS].astype(str).isin(TERMINAL)])
     pts = _points(done, objs)
-    pts[(done[STATUS].astype(str) != FINISHED).to_numpy()] = np.nan  # only finished trials count
+    # only finished, feasible trials count
+    pts[(done[STATUS].astype(str) != FINISHED).to_numpy() | ~feasible_mask(done)] = np.nan
     hist = hypervolume_history(pts, objs, ref_arr) if ref_arr is not None else [0.0] * len(done)
     ids = done[TRIAL_ID].tolist() if TRIAL_ID in done.columns else list(range(len(done)))
     return jsonable(
@@ -264,8 +302,10 @@ def hypervolume_report(
             else 0.0,
             "reference_point": _ref_dict(objs, ref_arr),
             "reference_rule": rule,
+            "eligible": ELIGIBLE,
             "n_trials": len(df),
             "n_finished": len(fin),
+            "n_infeasible": n_infeasible(df),
             "status_counts": {s: int((df[STATUS].astype(str) == s).sum()) for s in STATUSES},
             "history": [
                 {"n_completed": k + 1, "trial_id": t, "hypervolume": h}

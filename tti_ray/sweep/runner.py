@@ -58,6 +58,7 @@ class SweepPlan:
             "searcher": s.searcher.model_dump(),
             "scheduler": s.scheduler.model_dump(),
             "objectives": [o.model_dump() for o in s.objectives],
+            "constraints": [c.describe() for c in s.constraints],
             "parameters": {k: p.model_dump(exclude_none=True) for k, p in s.parameters.items()},
             "configurations": s.n_configs(),
             "seeds_per_config": s.budget.seeds_per_config,
@@ -215,8 +216,10 @@ def write_outputs(space: SearchSpace, exp_dir: Path, df: pd.DataFrame) -> dict[s
     params = list(space.parameters)
     table = pareto_table(df, spec, params=params)
     hv = hypervolume_report(df, spec)
+    hv["constraints"] = [c.describe() for c in space.constraints]
     atomic_write_text(exp_dir / "pareto.csv", table.to_csv(index=False))
     pj = pareto_json(table, spec, hv["reference_point"], hv["hypervolume"])
+    pj["constraints"] = hv["constraints"]
     atomic_write_text(exp_dir / "pareto.json", json.dumps(pj, indent=1, allow_nan=False))
     atomic_write_text(exp_dir / "hypervolume.json", json.dumps(hv, indent=1, allow_nan=False))
     from tti_ray.analysis.tables import main_effects, summary_vs_baseline
@@ -272,6 +275,9 @@ class _Progress:
             f"{m}={last.get(m):.4g}" if isinstance(last.get(m), float) else f"{m}=–"
             for m in self.space.metrics
         )
+        if self.space.constraints and last["status"] == "finished":
+            feas = last.get("feasible")
+            vals += "  " + {True: "feasible", False: "INFEASIBLE"}.get(feas, "feasible: pending")
         counts = df["status"].value_counts().to_dict()
         summary = " ".join(f"{k}:{v}" for k, v in sorted(counts.items()))
         print(

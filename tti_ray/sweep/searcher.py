@@ -22,19 +22,57 @@ from typing import Any
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
+from tti_ray.sweep.constraints import constraint_values
 from tti_ray.sweep.space import SearchSpace
 
 SEED_KEY = "__seed_index__"
+SEEDS_KEY = "__seed_results__"  # a seed group's per-seed metrics, for its constraints
 
 
 class StatusAwareOptunaSearch(OptunaSearch):
+    """``constraints`` (the space's): before a trial is told, its constraint values are set on
+    the Optuna trial (``Trial.set_constraint``, one per constraint, named by
+    :meth:`Constraint.describe`), where Optuna's TPE, NSGA-II and GP samplers read them. With a
+    relative constraint, a trial that ends before the baseline is held and told once the
+    baseline has ended."""
+
+    def __init__(self, *args: Any, constraints: list[Any] | None = None,
+                 baseline: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._constraints = list(constraints or [])
+        self._baseline_point = baseline if any(c.relative for c in self._constraints) else None
+        self._baseline_values: dict[str, Any] | None = None  # None: baseline not ended yet
+        self._held: list[tuple[str, dict[str, Any] | None, bool]] = []
+
+    def _is_baseline(self, trial_id: str) -> bool:
+        point = self._baseline_point
+        params = self._ot_trials[trial_id].params
+        return point is not None and all(
+            k in params and (params[k] == v or (isinstance(v, float) and isinstance(
+                params[k], float) and math.isclose(params[k], v, rel_tol=1e-12)))
+            for k, v in point.items())
+
     def on_trial_complete(
         self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
     ) -> None:
-        from optuna.trial import TrialState
-
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return
+        if self._baseline_point is not None and self._baseline_values is None:
+            if not self._is_baseline(trial_id):
+                self._held.append((trial_id, result, error))
+                return
+            ok = not error and (result or {}).get("status") == "finished"
+            self._baseline_values = dict(result or {}) if ok else {}
+            self._tell(trial_id, result, error)
+            held, self._held = self._held, []
+            for args in held:
+                self._tell(*args)
+            return
+        self._tell(trial_id, result, error)
+
+    def _tell(self, trial_id: str, result: dict[str, Any] | None, error: bool) -> None:
+        from optuna.trial import TrialState
+
         ot_trial = self._ot_trials[trial_id]
         status = (result or {}).get("status")
         values = [(result or {}).get(m) for m in self.metric]
@@ -43,6 +81,14 @@ class StatusAwareOptunaSearch(OptunaSearch):
             and status == "finished"
             and all(isinstance(v, (int, float)) and math.isfinite(v) for v in values)
         )
+        if self._constraints:
+            # a seed group is feasible only if every seed is: the worst seed's values
+            seeds = (result or {}).get(SEEDS_KEY) or [result or {}]
+            per_seed = [constraint_values(self._constraints, r, self._baseline_values or {})
+                        for r in seeds]
+            cons = [max(vs) for vs in zip(*per_seed, strict=True)]  # type: ignore[arg-type]
+            for c, v in zip(self._constraints, cons, strict=True):
+                ot_trial.set_constraint(c.describe(), v)
         try:
             if ok:
                 self._ot_study.tell(ot_trial, [float(v) for v in values])
@@ -87,10 +133,13 @@ def make_searcher(space: SearchSpace, storage_url: str) -> Searcher:
         sampler=_sampler(space),
         study_name=space.name,
         storage=RDBStorage(storage_url),
-        points_to_evaluate=space.grid_points() if space.configurations is not None else None,
+        points_to_evaluate=space.first_points,
+        constraints=space.constraints,
+        baseline=space.baseline,
     )
     if space.budget.seeds_per_config > 1:
-        searcher = SeedGroups(searcher, space.budget.seeds_per_config, space.metrics)
+        extra = [c.metric for c in space.constraints if c.metric not in space.metrics]
+        searcher = SeedGroups(searcher, space.budget.seeds_per_config, [*space.metrics, *extra])
     return searcher
 
 
@@ -145,6 +194,7 @@ class SeedGroups(Searcher):
             for m in self.metrics:
                 vals = [float(r[m]) for r, _ in outcomes if m in r]
                 agg[m] = sum(vals) / len(vals) if len(vals) == self.n_seeds else None
+            agg[SEEDS_KEY] = [{m: r.get(m) for m in self.metrics} for r, _ in outcomes]
             self.searcher.on_trial_complete(primary, agg, error=False)
         else:
             pruned = all(r.get("status") in ("running", "finished") and not e for r, e in outcomes)

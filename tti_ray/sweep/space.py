@@ -10,6 +10,9 @@ parameters:                          # searched, by dotted run-config path
   interventions.topk.k: {values: [0.1, 0.25, 0.5]}          # a fixed list (grid or choice)
 objectives:                          # default: val/perplexity:min, val/polysemanticity/mean:min
   - {metric: val/perplexity, mode: min}
+constraints:                         # trials that violate one are never on the front
+  - {metric: val/dead_fraction/mean, max: 0.2}
+  - {metric: val/perplexity, max_ratio_to_baseline: 1.10}           # needs a baseline
 searcher: {type: tpe, seed: 0}       # tpe | nsga2 | gp | random | grid
 budget: {trials: 8, seeds_per_config: 1}
 configurations: null                 # grid only: an explicit list of points instead of the product
@@ -118,6 +121,57 @@ class Objective(Section):
     mode: Literal["min", "max"] = "min"
 
 
+class Constraint(Section):
+    """One bound on a reported metric: exactly one of ``max``, ``min``,
+    ``max_ratio_to_baseline``, ``min_ratio_to_baseline`` (see :mod:`tti_ray.sweep.constraints`)."""
+
+    metric: str
+    max: float | None = None
+    min: float | None = None
+    max_ratio_to_baseline: float | None = Field(None, gt=0)
+    min_ratio_to_baseline: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> Constraint:
+        given = [k for k in ("max", "min", "max_ratio_to_baseline", "min_ratio_to_baseline")
+                 if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of max, min, max_ratio_to_baseline, "
+                             f"min_ratio_to_baseline (got {given or 'none'})")
+        v = getattr(self, given[0])
+        if not math.isfinite(v):
+            raise ValueError(f"{given[0]}: must be finite, got {v}")
+        return self
+
+    @property
+    def relative(self) -> bool:
+        return self.max_ratio_to_baseline is not None or self.min_ratio_to_baseline is not None
+
+    @property
+    def upper(self) -> bool:
+        """An upper bound (``max``/``max_ratio_to_baseline``)."""
+        return self.max is not None or self.max_ratio_to_baseline is not None
+
+    @property
+    def bound(self) -> float | None:
+        return self.max if self.max is not None else self.min
+
+    @property
+    def ratio(self) -> float:
+        r = self.max_ratio_to_baseline or self.min_ratio_to_baseline
+        assert r is not None
+        return r
+
+    def describe(self) -> str:
+        op = "<=" if self.upper else ">="
+        rhs = f"{self.ratio} x baseline" if self.relative else f"{self.bound}"
+        return f"{self.metric} {op} {rhs}"
+
+
+#: samplers that take Optuna's ``constraints_func``
+CONSTRAINED_SEARCHERS = ("tpe", "nsga2", "gp")
+
+
 class Searcher(Section):
     type: Literal["tpe", "nsga2", "gp", "random", "grid"] = "tpe"
     seed: int = Field(0, ge=0)
@@ -173,6 +227,7 @@ class SearchSpace(Section):
     objectives: list[Objective] = Field(
         default_factory=lambda: [Objective(**o) for o in DEFAULT_OBJECTIVES]
     )
+    constraints: list[Constraint] = Field(default_factory=list)
     searcher: Searcher = Field(default_factory=Searcher)
     budget: Budget = Field(default_factory=Budget)
     resources: Resources = Field(default_factory=Resources)
@@ -229,6 +284,30 @@ class SearchSpace(Section):
             p = self.parameters[k]
             if p.values is not None and v not in p.values:
                 raise ValueError(f"{where}: {k}={v!r} is not one of its values {p.values}")
+
+    @model_validator(mode="after")
+    def _constraints(self) -> SearchSpace:
+        if not self.constraints:
+            return self
+        if self.searcher.type not in CONSTRAINED_SEARCHERS:
+            raise ValueError(
+                f"constraints: searcher {self.searcher.type!r} cannot use them (Optuna's "
+                f"constraints_func is taken by {', '.join(CONSTRAINED_SEARCHERS)} only)"
+            )
+        if any(c.relative for c in self.constraints) and self.baseline is None:
+            raise ValueError("constraints: a *_ratio_to_baseline constraint needs a 'baseline' "
+                             "point (it runs first)")
+        return self
+
+    @property
+    def first_points(self) -> list[dict[str, Any]] | None:
+        """Points enqueued before sampling: the explicit configurations, or the baseline when a
+        relative constraint needs it measured first."""
+        if self.configurations is not None:
+            return self.grid_points()
+        if self.baseline is not None and any(c.relative for c in self.constraints):
+            return [dict(self.baseline)]
+        return None
 
     @model_validator(mode="after")
     def _sae_objectives(self) -> SearchSpace:
@@ -312,10 +391,12 @@ def _check_base(space: SearchSpace, path: Path) -> None:
     except ConfigError as e:
         raise ConfigError(f"{path}: base: {str(e).split(': ', 1)[1]}") from None
     sae = bool(space.sae_eval and space.sae_eval.enabled)
-    for field, names in (("objectives", space.metrics), ("report_metrics", space.report_metrics)):
+    constraint_metrics = [c.metric for c in space.constraints]
+    for field, names in (("objectives", space.metrics), ("report_metrics", space.report_metrics),
+                         ("constraints", constraint_metrics)):
         for i, name in enumerate(names):
             if not is_reported(name, base, sae):
-                key = f"objectives[{i}].metric" if field == "objectives" else f"{field}[{i}]"
+                key = f"{field}[{i}].metric" if field != "report_metrics" else f"{field}[{i}]"
                 example = "toy/…" if base.workload != "lm" else "val/perplexity, val/<metric>/mean"
                 raise ConfigError(
                     f"{path}: {key}: no trial reports {name!r} (e.g. {example})"

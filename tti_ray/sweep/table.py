@@ -6,7 +6,9 @@ rewrite) and regenerates ``trials.csv``, ``pareto.csv``/``pareto.json``, ``hyper
 disk, and a resumed one picks the table up again.
 
 ``trials.csv`` columns: ``trial_id``, ``config_id``, ``status`` (``finished``, ``diverged``,
-``early_stopped``, ``failed``, ``running``, ``pending``), ``seed``, one column per searched
+``early_stopped``, ``failed``, ``running``, ``pending``), ``seed``, ``feasible`` (every constraint of the
+search space met; True without constraints; empty while undecidable, see
+:mod:`tti_ray.sweep.constraints`), one column per searched
 parameter (its dotted config path), one per metric (named exactly as the metric),
 ``steps``, ``completed_at`` (order of completion), ``node_id``, ``checkpoint``.
 """
@@ -22,6 +24,7 @@ import pandas as pd
 from ray.tune import Callback
 
 from tti_ray.io import atomic_write_text
+from tti_ray.sweep.constraints import feasible_column
 from tti_ray.sweep.searcher import SEED_KEY
 from tti_ray.sweep.space import SearchSpace, config_id
 
@@ -151,7 +154,12 @@ class TrialTable(Callback):
             self.on_update(df)
 
     def frame(self) -> pd.DataFrame:
-        return rows_to_frame(self.rows.values(), list(self.space.parameters))
+        df = rows_to_frame(self.rows.values(), list(self.space.parameters))
+        base = config_id(self.space.baseline) if self.space.baseline is not None else None
+        df.insert(df.columns.get_loc("seed") + 1, "feasible",
+                  pd.Series(feasible_column(df, self.space.constraints, base), index=df.index,
+                            dtype=object))
+        return df
 
 
 def checkpoint_uri(ckpt: Any) -> str:

@@ -7,7 +7,8 @@ changes its outputs, :meth:`update` hands a snapshot to a background thread that
 parent, logs ``sweep/hypervolume`` against the number of ended trials, and makes every ended
 trial's child run agree with the table (``tti_ray.status``: early-stopped trials are killed
 by the scheduler before they can say so themselves; ``tti_ray.checkpoint``: the Tune checkpoint
-URI). Uploads never block the Tune loop. :meth:`finish` does a last sync, replays the spools
+URI; ``tti_ray.feasible``: whether the trial meets the search space's constraints). Uploads
+never block the Tune loop. :meth:`finish` does a last sync, replays the spools
 trial processes left behind, and ends the parent run.
 """
 
@@ -32,6 +33,7 @@ from tti_ray.tracking.config import (
 from tti_ray.tracking.redact import flatten, param_value, redact_mapping, redact_text, redact_tree
 from tti_ray.tracking.runs import ROLE, RUN_STATUS, STATUS, TERMINAL, provenance_tags
 
+FEASIBLE = "tti_ray.feasible"  # "true" / "false": every constraint of the search space met
 OUTPUTS = ("trials.csv", "pareto.csv", "pareto.json", "hypervolume.json", "front.png")
 FINISH_REPLAY_S = 60.0
 
@@ -44,7 +46,7 @@ class SweepTracker:
         self.searched, self.objectives = searched, objectives
         self.client = client
         self.stage = self.exp_dir / "tracking"
-        self._synced: dict[str, tuple[str, str]] = {}  # trial_id -> (status, checkpoint) logged
+        self._synced: dict[str, tuple[str, str, str]] = {}  # trial_id -> (status, ckpt, feasible)
         self._n_logged = -1
         self._queue: queue.Queue[Any] = queue.Queue()
         self._thread = threading.Thread(target=self._work, name="tti-mlflow", daemon=True)
@@ -152,8 +154,10 @@ class SweepTracker:
         todo = {}
         for row in df.to_dict("records"):
             st, ck = row.get("status"), str(row.get("checkpoint") or "")
-            if st in TERMINAL and self._synced.get(row["trial_id"]) != (st, ck):
-                todo[row["trial_id"]] = (st, ck)
+            feas = row.get("feasible")
+            feas = "" if feas is None or feas != feas else str(bool(feas)).lower()
+            if st in TERMINAL and self._synced.get(row["trial_id"]) != (st, ck, feas):
+                todo[row["trial_id"]] = (st, ck, feas)
         if not todo or self.client.offline:
             return
         try:
@@ -165,7 +169,7 @@ class SweepTracker:
         except Exception:  # noqa: BLE001 - try again at the next update
             return
         by_trial = {r.data.tags.get("tti_ray.trial_id"): r for r in children}
-        for trial_id, (st, ck) in todo.items():
+        for trial_id, (st, ck, feas) in todo.items():
             run = by_trial.get(trial_id)
             if run is None:
                 continue  # its creation may still sit in the trial's spool
@@ -174,10 +178,12 @@ class SweepTracker:
                 tags[STATUS] = st
             if ck and run.data.tags.get("tti_ray.checkpoint") != ck:
                 tags["tti_ray.checkpoint"] = ck
+            if feas and run.data.tags.get(FEASIBLE) != feas:
+                tags[FEASIBLE] = feas
             self.client.log_batch(run.info.run_id, tags=redact_mapping(tags))
             if run.info.status != RUN_STATUS[st]:
                 self.client.set_terminated(run.info.run_id, RUN_STATUS[st])
-            self._synced[trial_id] = (st, ck)
+            self._synced[trial_id] = (st, ck, feas)
 
     # -- end -------------------------------------------------------------------------------------
     def finish(self, df: Any, status: str = "FINISHED") -> None:
