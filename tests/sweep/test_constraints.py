@@ -120,3 +120,42 @@ def test_seed_groups_use_their_worst_seed(tmp_path):
     s.on_trial_complete("b", {**res, DEAD: 0.3})
     (t,) = _study(url).trials
     assert list(t.constraints.values()) == pytest.approx([0.1])  # the seed with dead 0.3
+
+
+def test_study_names_its_objectives_and_links_trials(tmp_path):
+    from tti_ray.sweep.searcher import ATTR, OPTUNA_KEY
+
+    space = load_search_space(write_space(tmp_path / "s.yaml", budget={"trials": 2,
+                                                                        "seeds_per_config": 2}))
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    s = make_searcher(space, url, exp_dir=str(tmp_path), runs_dir=str(tmp_path / "runs"))
+    a, b = s.suggest("a"), s.suggest("b")
+    assert a[OPTUNA_KEY] == b[OPTUNA_KEY] == 0  # two seeds of one Optuna trial
+    res = {"status": "finished", PPL: 50.0, "val/polysemanticity/mean": 3.0}
+    s.on_trial_complete("a", {**res, "mlflow_run_id": "r1"})
+    s.on_trial_complete("b", {**res, "mlflow_run_id": "r2"})
+    study = _study(url)
+    assert study.metric_names == [PPL, "val/polysemanticity/mean"]
+    assert study.user_attrs[f"{ATTR}experiment_dir"] == str(tmp_path)
+    assert len(study.user_attrs[f"{ATTR}search_space_sha256"]) == 64
+    (t,) = study.trials
+    params = {k: a[k] for k in space.parameters}
+    assert t.user_attrs[f"{ATTR}trial_ids"] == ["a", "b"]
+    assert t.user_attrs[f"{ATTR}config_id"] == config_id(params)
+    assert t.user_attrs[f"{ATTR}run_dirs"] == [str(tmp_path / "runs" / x) for x in "ab"]
+    assert t.user_attrs[f"{ATTR}mlflow_run_ids"] == ["r1", "r2"]
+    assert t.user_attrs[f"{ATTR}status"] == "finished"
+
+
+def test_a_fresh_sweep_never_joins_an_existing_study(tmp_path):
+    from tti_ray.cli import UsageError
+    from tti_ray.sweep.searcher import check_new_study
+
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    check_new_study(url, "test_sweep")  # no file yet: nothing to join, nothing created
+    assert not (tmp_path / "shared.db").exists()
+    space = load_search_space(write_space(tmp_path / "s.yaml"))
+    make_searcher(space, url)
+    check_new_study(url, "other_name")
+    with pytest.raises(UsageError, match="already holds a study named 'test_sweep'"):
+        check_new_study(url, "test_sweep")

@@ -27,6 +27,7 @@ def test_constrained_sweep_keeps_infeasible_trials_off_the_front(tmp_path):
         objectives=[{"metric": PPL, "mode": "min"},
                     {"metric": "val/polysemanticity_calibrated/mean", "mode": "min"}],
         budget={"trials": 6}, searcher={"type": "tpe", "seed": 0, "n_startup_trials": 6},
+        study_storage=f"sqlite:///{tmp_path / 'shared_studies.db'}",
     )
     out = tmp_path / "exp"
     r = run_sweep_cli(str(space), "--out", str(out))
@@ -53,7 +54,19 @@ def test_constrained_sweep_keeps_infeasible_trials_off_the_front(tmp_path):
     assert first_positive in feasible_ids
 
     study = optuna.load_study(study_name="constrained",
-                              storage=f"sqlite:///{out / 'optuna.db'}")
+                              storage=f"sqlite:///{tmp_path / 'shared_studies.db'}")
+    # the study is a first-class artifact: named objectives, trials linked to the sweep's
+    assert study.metric_names == [PPL, "val/polysemanticity_calibrated/mean"]
+    assert study.user_attrs["tti_ray.experiment_dir"] == str(out)
+    assert study.user_attrs["tti_ray.reference_point"] == hv["reference_point"]
+    links = {t.user_attrs["tti_ray.trial_ids"][0]: t for t in study.trials}
+    assert set(links) == set(df["trial_id"])
+    for _, row in df.iterrows():
+        t = links[row["trial_id"]]
+        assert t.number == row["optuna_trial"]
+        assert t.user_attrs["tti_ray.config_id"] == row["config_id"]
+        assert t.user_attrs["tti_ray.run_dirs"] == [str(out / "runs" / row["trial_id"])]
+        assert t.user_attrs["tti_ray.status"] == "finished"
     by_k = {round(t.params[K], 9): t for t in study.trials}
     for _, row in df.iterrows():
         cons = by_k[round(row[K], 9)].constraints  # what Optuna's sampler sees
@@ -61,8 +74,19 @@ def test_constrained_sweep_keeps_infeasible_trials_off_the_front(tmp_path):
         assert all(v <= 0 for v in cons.values()) == bool(row["feasible"])
 
     client = MlflowClient(tracking_uri=f"sqlite:///{out / 'mlflow.db'}")
+    run_ids = {r.data.tags["tti_ray.trial_id"]: r.info.run_id for r in client.search_runs(
+        [client.get_experiment_by_name("constrained").experiment_id],
+        "tags.`tti_ray.role` = 'trial'")}
+    assert {t: links[t].user_attrs["tti_ray.mlflow_run_ids"] for t in links} == {
+        t: [r] for t, r in run_ids.items()}
     exp = client.get_experiment_by_name("constrained")
     runs = client.search_runs([exp.experiment_id], "tags.`tti_ray.role` = 'trial'")
     tags = {r.data.tags["tti_ray.trial_id"]: r.data.tags.get("tti_ray.feasible") for r in runs}
     assert tags == {t: str(bool(f)).lower() for t, f in zip(df["trial_id"], df["feasible"],
                                                               strict=True)}
+
+    # a second, fresh sweep into the same study storage is refused: it would join this study
+    r2 = run_sweep_cli(str(space), "--out", str(tmp_path / "exp2"))
+    assert r2.returncode == 2
+    assert r2.stderr.strip().count("\n") == 0 and "already holds a study named" in r2.stderr
+    assert not (tmp_path / "exp2").exists()

@@ -126,6 +126,10 @@ def check_data(space: SearchSpace) -> None:
 
 
 def preflight(plan: SweepPlan) -> None:
+    if not plan.resume:
+        from tti_ray.sweep.searcher import check_new_study
+
+        check_new_study(plan.study_url, plan.space.name)
     check_data(plan.space)
     if is_uri(plan.storage):
         check_storage(plan.storage)
@@ -424,7 +428,8 @@ def run_sweep(plan: SweepPlan, num_cpus: int | None = None) -> dict[str, Any]:
         if sae_trigger is not None:
             sae_trigger.relaunch_missing(table.rows)
     else:
-        searcher = make_searcher(space, plan.study_url)
+        searcher = make_searcher(space, plan.study_url, exp_dir=str(exp_dir),
+                                 runs_dir=str(plan.runs_dir) if plan.runs_dir else None)
         tuner = tune.Tuner(
             trainable,
             param_space={"__tti__": meta},
@@ -450,6 +455,10 @@ def run_sweep(plan: SweepPlan, num_cpus: int | None = None) -> dict[str, Any]:
     table.load()
     df = table.frame()
     out = write_outputs(space, exp_dir, df)
+    if out.get("hypervolume"):
+        from tti_ray.sweep.searcher import set_study_reference
+
+        set_study_reference(plan.study_url, space.name, out["hypervolume"])
     if tracker:
         tracker.finish(df)
     n_finished = int((df["status"] == "finished").sum()) if len(df) else 0

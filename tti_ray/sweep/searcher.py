@@ -15,7 +15,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import os
 import pickle
 from typing import Any
 
@@ -23,10 +26,12 @@ from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from tti_ray.sweep.constraints import constraint_values
-from tti_ray.sweep.space import SearchSpace
+from tti_ray.sweep.space import SearchSpace, config_id
 
 SEED_KEY = "__seed_index__"
 SEEDS_KEY = "__seed_results__"  # a seed group's per-seed metrics, for its constraints
+OPTUNA_KEY = "__optuna_trial__"  # the Optuna trial number, added to each suggested config
+ATTR = "tti_ray."  # prefix of the user attributes that link Optuna trials to the sweep
 
 
 class StatusAwareOptunaSearch(OptunaSearch):
@@ -37,12 +42,35 @@ class StatusAwareOptunaSearch(OptunaSearch):
     baseline has ended."""
 
     def __init__(self, *args: Any, constraints: list[Any] | None = None,
-                 baseline: dict[str, Any] | None = None, **kwargs: Any) -> None:
+                 baseline: dict[str, Any] | None = None, runs_dir: str | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._runs_dir = runs_dir
         self._constraints = list(constraints or [])
         self._baseline_point = baseline if any(c.relative for c in self._constraints) else None
         self._baseline_values: dict[str, Any] | None = None  # None: baseline not ended yet
         self._held: list[tuple[str, dict[str, Any] | None, bool]] = []
+
+    # -- links between Optuna trials and the sweep's trials --------------------------------------
+    def suggest(self, trial_id: str) -> dict | None:
+        config = super().suggest(trial_id)
+        if not isinstance(config, dict) or trial_id not in self._ot_trials:
+            return config
+        ot = self._ot_trials[trial_id]
+        ot.set_user_attr(f"{ATTR}config_id", config_id(
+            {k: config[k] for k in self._space if k in config}))
+        self.add_member(trial_id, trial_id)
+        return {**config, OPTUNA_KEY: ot.number}
+
+    def add_member(self, primary: str, trial_id: str) -> None:
+        """Record that sweep trial ``trial_id`` runs Optuna trial ``primary`` (a seed of it)."""
+        ot = self._ot_trials.get(primary)
+        if ot is None:
+            return
+        ids = [*ot.user_attrs.get(f"{ATTR}trial_ids", []), trial_id]
+        ot.set_user_attr(f"{ATTR}trial_ids", ids)
+        if self._runs_dir:
+            ot.set_user_attr(f"{ATTR}run_dirs", [f"{self._runs_dir}/{t}" for t in ids])
 
     def _is_baseline(self, trial_id: str) -> bool:
         point = self._baseline_point
@@ -81,9 +109,13 @@ class StatusAwareOptunaSearch(OptunaSearch):
             and status == "finished"
             and all(isinstance(v, (int, float)) and math.isfinite(v) for v in values)
         )
+        seeds = (result or {}).get(SEEDS_KEY) or [result or {}]
+        ot_trial.set_user_attr(f"{ATTR}status", "failed" if error else (status or "failed"))
+        mlflow_ids = [r.get("mlflow_run_id") for r in seeds if r.get("mlflow_run_id")]
+        if mlflow_ids:
+            ot_trial.set_user_attr(f"{ATTR}mlflow_run_ids", mlflow_ids)
         if self._constraints:
             # a seed group is feasible only if every seed is: the worst seed's values
-            seeds = (result or {}).get(SEEDS_KEY) or [result or {}]
             per_seed = [constraint_values(self._constraints, r, self._baseline_values or {})
                         for r in seeds]
             cons = [max(vs) for vs in zip(*per_seed, strict=True)]  # type: ignore[arg-type]
@@ -121,7 +153,70 @@ def _sampler(space: SearchSpace) -> Any:
     return s.GridSampler({k: p.values for k, p in space.parameters.items()}, seed=seed)
 
 
-def make_searcher(space: SearchSpace, storage_url: str) -> Searcher:
+def check_new_study(storage_url: str, name: str) -> None:
+    """A fresh sweep must never join another sweep's study (Ray's ``OptunaSearch`` opens its study
+    with ``load_if_exists=True``: TPE would learn from the other sweep's trials). Raises
+    :class:`~tti_ray.cli.UsageError` if ``storage_url`` already holds a study called ``name``.
+    A SQLite file that does not exist yet holds nothing (and is not created here)."""
+    import optuna
+
+    from tti_ray.cli import UsageError
+
+    if storage_url.startswith("sqlite:///"):
+        path = storage_url.removeprefix("sqlite:///")
+        if not os.path.exists(path if path.startswith("/") else os.path.abspath(path)):
+            return
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        names = optuna.get_all_study_names(storage=storage_url)
+    except Exception as e:  # noqa: BLE001 - any storage failure is the user's URL
+        raise UsageError(f"study_storage {storage_url}: cannot be opened ({_short(e)})") from None
+    if name in names:
+        raise UsageError(
+            f"study_storage {storage_url}: already holds a study named {name!r}; pass --resume "
+            "to continue that sweep, or choose another name or study_storage"
+        )
+
+
+def _short(e: BaseException) -> str:
+    return str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+
+
+def annotate_study(searcher: Searcher, space: SearchSpace, exp_dir: str) -> None:
+    """Study-level links: the objectives' names (``Study.set_metric_names``, so Optuna's
+    dashboard and plots name them), the experiment directory, the search space's hash and the
+    constraints."""
+    import warnings
+
+    from optuna.exceptions import ExperimentalWarning
+
+    inner = getattr(searcher, "searcher", searcher)
+    study = inner._ot_study
+    with warnings.catch_warnings():  # experimental since Optuna 3.2, stable in use since
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        study.set_metric_names(space.metrics)
+    study.set_user_attr(f"{ATTR}experiment_dir", exp_dir)
+    study.set_user_attr(f"{ATTR}search_space_sha256", space_hash(space))
+    study.set_user_attr(f"{ATTR}constraints", [c.describe() for c in space.constraints])
+
+
+def space_hash(space: SearchSpace) -> str:
+    blob = json.dumps(space.model_dump(mode="json"), sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def set_study_reference(storage_url: str, name: str, hv: dict[str, Any]) -> None:
+    """Record the hypervolume's reference point and value on the study (after each output
+    write at the end of a sweep)."""
+    import optuna
+
+    study = optuna.load_study(study_name=name, storage=storage_url)
+    study.set_user_attr(f"{ATTR}reference_point", hv.get("reference_point"))
+    study.set_user_attr(f"{ATTR}hypervolume", hv.get("hypervolume"))
+
+
+def make_searcher(space: SearchSpace, storage_url: str, *, exp_dir: str | None = None,
+                  runs_dir: str | None = None) -> Searcher:
     import optuna
     from optuna.storages import RDBStorage
 
@@ -136,7 +231,9 @@ def make_searcher(space: SearchSpace, storage_url: str) -> Searcher:
         points_to_evaluate=space.first_points,
         constraints=space.constraints,
         baseline=space.baseline,
+        runs_dir=runs_dir,
     )
+    annotate_study(searcher, space, exp_dir or "")
     if space.budget.seeds_per_config > 1:
         extra = [c.metric for c in space.constraints if c.metric not in space.metrics]
         searcher = SeedGroups(searcher, space.budget.seeds_per_config, [*space.metrics, *extra])
@@ -171,6 +268,8 @@ class SeedGroups(Searcher):
         index = len(group["members"])
         group["members"].append(trial_id)
         self.member_of[trial_id] = primary
+        if index and hasattr(self.searcher, "add_member"):
+            self.searcher.add_member(primary, trial_id)
         if len(group["members"]) == self.n_seeds:
             self.open.remove(primary)
         return {**group["config"], SEED_KEY: index}
@@ -194,7 +293,8 @@ class SeedGroups(Searcher):
             for m in self.metrics:
                 vals = [float(r[m]) for r, _ in outcomes if m in r]
                 agg[m] = sum(vals) / len(vals) if len(vals) == self.n_seeds else None
-            agg[SEEDS_KEY] = [{m: r.get(m) for m in self.metrics} for r, _ in outcomes]
+            agg[SEEDS_KEY] = [{m: r.get(m) for m in [*self.metrics, "mlflow_run_id"]}
+                              for r, _ in outcomes]
             self.searcher.on_trial_complete(primary, agg, error=False)
         else:
             pruned = all(r.get("status") in ("running", "finished") and not e for r, e in outcomes)

@@ -10,7 +10,8 @@ disk, and a resumed one picks the table up again.
 search space met; True without constraints; empty while undecidable, see
 :mod:`tti_ray.sweep.constraints`), one column per searched
 parameter (its dotted config path), one per metric (named exactly as the metric),
-``steps``, ``completed_at`` (order of completion), ``node_id``, ``checkpoint``.
+``steps``, ``completed_at`` (order of completion), ``node_id``, ``checkpoint``, ``optuna_trial``
+(the number of the Optuna trial it ran, shared by the seeds of a configuration).
 """
 
 from __future__ import annotations
@@ -25,12 +26,12 @@ from ray.tune import Callback
 
 from tti_ray.io import atomic_write_text
 from tti_ray.sweep.constraints import feasible_column
-from tti_ray.sweep.searcher import SEED_KEY
+from tti_ray.sweep.searcher import OPTUNA_KEY, SEED_KEY
 from tti_ray.sweep.space import SearchSpace, config_id
 
 STATUSES = ("finished", "diverged", "early_stopped", "failed", "running", "pending")
 FIXED = ["trial_id", "config_id", "status", "seed"]
-TAIL = ["steps", "completed_at", "node_id", "checkpoint"]
+TAIL = ["steps", "completed_at", "node_id", "checkpoint", "optuna_trial"]
 
 
 def _metric_keys(result: dict[str, Any]) -> dict[str, float]:
@@ -74,6 +75,7 @@ class TrialTable(Callback):
                 "completed_at": None,
                 "node_id": None,
                 "checkpoint": "",
+                "optuna_trial": trial.config.get(OPTUNA_KEY),
             }
             self.rows[trial.trial_id] = row
         return row

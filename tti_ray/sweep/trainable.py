@@ -50,11 +50,15 @@ def _node_id() -> str:
 
 
 class TuneReporter:
-    """Reporter for a 1-worker trial: ``tune.report`` with the checkpoint directory."""
+    """Reporter for a 1-worker trial: ``tune.report`` with the checkpoint directory (and the
+    trial's MLflow run id, which the searcher records on the Optuna trial)."""
+
+    def __init__(self, extra: dict[str, Any] | None = None) -> None:
+        self.extra = {k: v for k, v in (extra or {}).items() if v is not None}
 
     def report(self, metrics: dict[str, Any], *, step: int, checkpoint: Path | None = None) -> None:
         ckpt = tune.Checkpoint.from_directory(str(checkpoint)) if checkpoint else None
-        tune.report({**_clean(metrics), "node_id": _node_id()}, checkpoint=ckpt)
+        tune.report({**_clean(metrics), **self.extra, "node_id": _node_id()}, checkpoint=ckpt)
 
 
 def _restore_into(ckpt: Any, out_dir: Path) -> bool:
@@ -106,13 +110,21 @@ def run_trial(config: dict[str, Any]) -> None:
                 tune.report({**_clean(done), "node_id": _node_id()})
                 return
             _log_start(out_dir, "resume" if resume else "train")
-            reporter = run.wrap(TuneReporter())
+            reporter = run.wrap(TuneReporter({"mlflow_run_id": _mlflow_id(run)}))
             final = train_run(cfg, reporter, out_dir, resume=resume)
             if meta.get("sae_inline") and final.get("status") == "finished":
                 _evaluate_inline(meta["sae_inline"], out_dir, final, reporter)
             return
         _log_start(out_dir, "train-ddp")
         _run_ddp(cfg, meta, out_dir, trial_id, run.worker_info(meta.get("tracking")))
+
+
+def _mlflow_id(run: Any) -> str | None:
+    """The trial's MLflow run id, unless tracking is off or the run exists only in the spool."""
+    from tti_ray.tracking.client import LOCAL_PREFIX
+
+    rid = getattr(run, "run_id", None)
+    return rid if isinstance(rid, str) and not rid.startswith(LOCAL_PREFIX) else None
 
 
 def _evaluate_inline(sae_cfg: dict[str, Any], out_dir: Path, final: dict[str, Any],
