@@ -17,7 +17,8 @@ parameters, how many trials were planned, local checkpoints).
   ``tti_ray.role=trial`` and ``mlflow.parentRunId`` = the parent's run id;
 * a child's params are config values by dotted path (``interventions.anti_poly.coef``), its
   metrics are named as logged (``val/perplexity``; the latest value is used), and its tags
-  ``tti_ray.status`` / ``tti_ray.trial_id`` / ``tti_ray.config_id`` fill those columns
+  ``tti_ray.status`` / ``tti_ray.trial_id`` / ``tti_ray.config_id`` (and ``tti_ray.feasible``,
+  for a constrained sweep) fill those columns
   (fallbacks: the MLflow run status, the run id's first 8 characters, a hash of the searched
   values);
 * searched parameters: from a ``search_space.yaml`` artifact of the parent run when there is
@@ -55,6 +56,7 @@ ROLE, STATUS_TAG, TRIAL_TAG, CONFIG_TAG = (
 )
 PARENT_TAG = "mlflow.parentRunId"
 SEARCHED_TAG, CHECKPOINT_TAG = "tti_ray.searched", "tti_ray.checkpoint"
+FEASIBLE_TAG = "tti_ray.feasible"
 # MLflow run status -> trials.csv status, when the tti_ray.status tag is missing
 _MLFLOW_STATUS = {"RUNNING": "running", "SCHEDULED": "pending", "FINISHED": "finished",
                   "FAILED": "failed", "KILLED": "failed"}  # fmt: skip
@@ -374,6 +376,8 @@ def _from_mlflow(spec: str, parent_run: str | None) -> Source:
             "checkpoint": tags.get(CHECKPOINT_TAG) or "",
             "mlflow_run_id": r.info.run_id,
         }
+        if FEASIBLE_TAG in tags:  # a constrained sweep: its fronts use feasible trials only
+            rec["feasible"] = tags[FEASIBLE_TAG] == "true"
         records.append(rec)
     base = ["trial_id", "config_id", "status", "seed", *params]
     df = pd.DataFrame.from_records(records) if records else pd.DataFrame(columns=base)

@@ -5,6 +5,12 @@ the MLflow child runs say which trials are feasible."""
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 
 import optuna
 import pandas as pd
@@ -85,8 +91,41 @@ def test_constrained_sweep_keeps_infeasible_trials_off_the_front(tmp_path):
     assert tags == {t: str(bool(f)).lower() for t, f in zip(df["trial_id"], df["feasible"],
                                                               strict=True)}
 
+    # optuna-dashboard (its HTTP API) shows the study with the objectives' names and trial ids
+    storage = f"sqlite:///{tmp_path / 'shared_studies.db'}"
+    (summary,) = _dashboard_json(storage, "/api/studies")["study_summaries"]
+    detail = _dashboard_json(storage, f"/api/studies/{summary['study_id']}")
+    assert detail["name"] == "constrained"
+    assert detail["objective_names"] == [PPL, "val/polysemanticity_calibrated/mean"]
+    shown = {json.loads(a["value"])[0] for t in detail["trials"] for a in t["user_attrs"]
+             if a["key"] == "tti_ray.trial_ids"}
+    assert shown == set(df["trial_id"])
+
     # a second, fresh sweep into the same study storage is refused: it would join this study
     r2 = run_sweep_cli(str(space), "--out", str(tmp_path / "exp2"))
     assert r2.returncode == 2
     assert r2.stderr.strip().count("\n") == 0 and "already holds a study named" in r2.stderr
     assert not (tmp_path / "exp2").exists()
+
+
+def _dashboard_json(storage: str, path: str) -> dict:
+    """GET ``path`` from a real optuna-dashboard server on 127.0.0.1 (started and stopped here)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    exe = os.path.join(os.path.dirname(sys.executable), "optuna-dashboard")
+    proc = subprocess.Popen([exe, storage, "--host", "127.0.0.1", "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+                    return json.load(r)
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise
+                time.sleep(0.3)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
