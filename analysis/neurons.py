@@ -108,6 +108,7 @@ def collect(
     import torch
 
     from tti_ray.interventions.categories import tokenizer_for
+    from tti_ray.metrics import position_permutations
     from tti_ray.metrics.stats import ActivationStats
     from tti_ray.model.gpt import HOOK_SITES
 
@@ -126,10 +127,15 @@ def collect(
     chosen = parse_neurons(neurons, d)
 
     uniq, inverse = torch.unique(ids.reshape(-1), return_inverse=True)
-    stats = ActivationStats(len(uniq), d, cfg.eval.active_threshold, torch.device("cpu"))
-    stats.update(acts.reshape(-1, d), inverse)
+    ev = cfg.eval
+    perms = position_permutations(inverse.numel(), max(ev.permutations, 1), ev.permutation_seed)
+    stats = ActivationStats(len(uniq), d, ev.active_threshold, torch.device("cpu"),
+                            permutations=len(perms), min_freq=ev.live_min_freq,
+                            monosemantic_threshold=ev.monosemantic_threshold)
+    stats.update(acts.reshape(-1, d), inverse, inverse[perms])
     res = stats.finalize(len(uniq))
     entropy, freq = res["neuron_entropy"], res["neuron_frequency"]
+    calibrated = res["neuron_calibrated"]
 
     scores, blocks, pos = top_contexts(acts[..., chosen], top_k)
     t_len = ids.shape[1]
@@ -154,6 +160,9 @@ def collect(
             {
                 "id": n,
                 "entropy": round(float(entropy[n]), 5),
+                # NaN (dead) -> null in JSON
+                "calibrated": round(float(calibrated[n]), 5)
+                if math.isfinite(float(calibrated[n])) else None,
                 "freq": round(float(freq[n]), 5),
                 "max": round(float(scores[j, 0]), 5) if scores.shape[1] else None,
                 "ctx": ctxs,
@@ -179,12 +188,19 @@ def collect(
             "always_on_above": ALWAYS_ON,
             "log_n_ids": math.log(len(uniq)) if len(uniq) > 1 else 1.0,
             "polysemanticity_mean": float(entropy.mean()),
+            "calibrated_mean": _finite_or_none(res["polysemanticity_calibrated"]),
+            "monosemantic_fraction": _finite_or_none(res["monosemantic_fraction"]),
+            "monosemantic_threshold": ev.monosemantic_threshold,
             "dead_fraction": float(res["dead_fraction"]),
             "always_on_fraction": float(res["always_on_fraction"]),
         },
         "vocab": strings,
         "neurons": out_neurons,
     }
+
+
+def _finite_or_none(v: Any) -> float | None:
+    return float(v) if math.isfinite(float(v)) else None
 
 
 def script_json(data: Any) -> str:
