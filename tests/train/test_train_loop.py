@@ -126,3 +126,14 @@ def test_lr_schedule_warmup_then_cosine(small_cfg):
 def test_batch_not_divisible_by_accumulation_is_a_setup_error(small_cfg, tmp_path):
     with pytest.raises(loop.TrainSetupError, match="train.batch_size"):
         train_run(small_cfg(**{"train.batch_size": 6, "train.grad_accum": 4}), None, tmp_path)
+
+
+@pytest.mark.parametrize(("perms", "cats"), [(0, None), (2, "coarse")])
+def test_eval_reports_the_metrics_its_config_asks_for(small_cfg, tmp_path, perms, cats):
+    cfg = small_cfg(**{"train.steps": 4, "eval.permutations": perms, "eval.categories": cats})
+    final = train_run(cfg, out_dir=tmp_path / "run")
+    assert final["status"] == "finished"
+    assert "val/polysemanticity_live/mean" in final
+    assert ("val/polysemanticity_calibrated/mean" in final) == (perms > 0)
+    assert ("val/category_polysemanticity_calibrated/mean" in final) == (cats is not None)
+    assert ("val/category_polysemanticity_live/mean" in final) == (cats is not None)

@@ -113,7 +113,7 @@ def interpretability_metrics(
             x = ids[i : i + bs].to(device)
             with autocast():
                 model(input_ids=x)
-            null = null_all[:, i : i + bs].reshape(len(perms), -1)
+            null = null_all[:, i : i + bs].reshape(len(perms), x.numel())
             for key, a in acts.items():
                 if key not in stats:
                     stats[key] = ActivationStats(
