@@ -110,18 +110,19 @@ class StatusAwareOptunaSearch(OptunaSearch):
             and all(isinstance(v, (int, float)) and math.isfinite(v) for v in values)
         )
         seeds = (result or {}).get(SEEDS_KEY) or [result or {}]
-        ot_trial.set_user_attr(f"{ATTR}status", "failed" if error else (status or "failed"))
-        mlflow_ids = [r.get("mlflow_run_id") for r in seeds if r.get("mlflow_run_id")]
-        if mlflow_ids:
-            ot_trial.set_user_attr(f"{ATTR}mlflow_run_ids", mlflow_ids)
-        if self._constraints:
-            # a seed group is feasible only if every seed is: the worst seed's values
-            per_seed = [constraint_values(self._constraints, r, self._baseline_values or {})
-                        for r in seeds]
-            cons = [max(vs) for vs in zip(*per_seed, strict=True)]  # type: ignore[arg-type]
-            for c, v in zip(self._constraints, cons, strict=True):
-                ot_trial.set_constraint(c.describe(), v)
+        label = "early_stopped" if status == "running" else status
         try:
+            ot_trial.set_user_attr(f"{ATTR}status", "failed" if error or not label else label)
+            mlflow_ids = [r.get("mlflow_run_id") for r in seeds if r.get("mlflow_run_id")]
+            if mlflow_ids:
+                ot_trial.set_user_attr(f"{ATTR}mlflow_run_ids", mlflow_ids)
+            if self._constraints:
+                # a seed group is feasible only if every seed is: the worst seed's values
+                per_seed = [constraint_values(self._constraints, r, self._baseline_values or {})
+                            for r in seeds]
+                cons = [max(vs) for vs in zip(*per_seed, strict=True)]  # type: ignore[arg-type]
+                for c, v in zip(self._constraints, cons, strict=True):
+                    ot_trial.set_constraint(c.describe(), v)
             if ok:
                 self._ot_study.tell(ot_trial, [float(v) for v in values])
             elif status == "running" and not error:
