@@ -2,6 +2,7 @@
 
 from tti_ray.model.gpt import (
     HOOK_SITES,
+    add_site_gate,
     add_site_transform,
     build_model,
     capture,
@@ -12,6 +13,7 @@ from tti_ray.model.gpt import (
 
 __all__ = [
     "HOOK_SITES",
+    "add_site_gate",
     "add_site_transform",
     "build_model",
     "capture",
