@@ -31,6 +31,12 @@ from tti_ray.config.schema import ModelConfig
 from tti_ray.model.hf_modeling import FnGate, gate_site, install_gate_sites
 
 HOOK_SITES = ("mlp_hidden", "mlp_out", "resid_post")
+#: each site's hook name in TransformerLens's ``HookedTransformer`` (SAELens's ``hook_name``)
+TL_HOOK_NAMES = {
+    "mlp_hidden": "blocks.{layer}.mlp.hook_post",
+    "mlp_out": "blocks.{layer}.hook_mlp_out",
+    "resid_post": "blocks.{layer}.hook_resid_post",
+}
 
 
 def hf_config(cfg: ModelConfig, vocab_size: int) -> GPT2Config:
