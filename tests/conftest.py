@@ -44,9 +44,9 @@ def tiny_model_cfg():
     return ModelConfig(n_layer=2, d_model=32, n_head=2, d_ff=64, seq_len=16)
 
 
-#: A tiny gated run (tests/export, tests/sae): 2 layers, d_model 32, d_ff 80 (≠ 4·d_model), TopK 10%
-#: on every layer's ``mlp_hidden`` (8 of 80 units) and an L0 gate on layer 1's ``mlp_hidden`` (both
-#: gate kinds travel), 8 steps on the bundled corpus (vocab 256).
+#: A tiny gated run (tests/export, tests/sae): 2 layers, d_model 32, d_ff 80 (≠ 4·d_model),
+#: TopK 10% on every layer's ``mlp_hidden`` (8 of 80 units) and an L0 gate on layer 1's
+#: ``mlp_hidden`` (both gate kinds travel), 8 steps on the bundled corpus (vocab 256).
 GATED = {
     "name": "gated",
     "data": {"vocab_size": 256, "max_train_stories": 1000},

@@ -100,7 +100,8 @@ def test_transformer_lens_logits_and_hook_post_match(gated_run, loaded):
         torch.testing.assert_close(post, acts[("mlp_hidden", i)], atol=1e-5, rtol=0)
         assert float((post == 0).float().mean()) == pytest.approx(0.9)
     tl.reset_hooks(including_permanent=True)  # the gates are not hooks: they stay
-    assert torch.equal(tl.run_with_cache(x)[1]["blocks.0.mlp.hook_post"], cache["blocks.0.mlp.hook_post"])
+    again = tl.run_with_cache(x)[1]["blocks.0.mlp.hook_post"]
+    assert torch.equal(again, cache["blocks.0.mlp.hook_post"])
 
 
 def test_nnsight_reads_gated_activations_at_mlp_act(gated_run, loaded):
@@ -124,7 +125,7 @@ def test_nnsight_reads_gated_activations_at_mlp_act(gated_run, loaded):
     assert torch.equal(own, acts[("mlp_hidden", 0)])
 
 
-# -- checkpoints of other shapes, built without training --------------------------------------------
+# -- checkpoints of other shapes, built without training ----------------------------------------
 def _checkpoint(tmp_path, tiny_model_cfg, interventions):
     from tti_ray.config import RunConfig
     from tti_ray.interventions import build_interventions, parse_interventions
@@ -173,4 +174,5 @@ def test_disabled_gates_leave_a_plain_gpt2_checkpoint(tmp_path, tiny_model_cfg):
     cfg = json.loads((run / "checkpoint/config.json").read_text())
     assert cfg["model_type"] == "gpt2" and "auto_map" not in cfg
     x = torch.randint(0, 64, (2, 16))
-    assert torch.equal(_logits(GPT2LMHeadModel.from_pretrained(run / "checkpoint"), x), _logits(model, x))
+    plain = GPT2LMHeadModel.from_pretrained(run / "checkpoint")
+    assert torch.equal(_logits(plain, x), _logits(model, x))

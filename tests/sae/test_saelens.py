@@ -1,5 +1,5 @@
-"""SAEs written by ``evaluate_checkpoint`` open in SAELens (``SAE.load_from_disk``), and SAELens's own
-evaluation functions, run on the TransformerLens export of the gated checkpoint, agree with
+"""SAEs written by ``evaluate_checkpoint`` open in SAELens (``SAE.load_from_disk``), and SAELens's
+own evaluation functions, run on the TransformerLens export of the gated checkpoint, agree with
 ``sae_metrics.json``.
 
 CE convention (see :mod:`tti_ray.sae.evaluate`): tti-ray scores seq_len targets per block (the
@@ -54,7 +54,10 @@ def evaluated(gated_run, tmp_path_factory):
 @pytest.mark.parametrize("layer", [0, 1])
 def test_saelens_opens_the_sae_and_its_evals_agree(evaluated, gated_run, layer):
     from sae_lens import SAE, TopKSAE
-    from sae_lens.evals import get_downstream_reconstruction_metrics, get_sparsity_and_variance_metrics
+    from sae_lens.evals import (
+        get_downstream_reconstruction_metrics,
+        get_sparsity_and_variance_metrics,
+    )
     from sae_lens.training.activation_scaler import ActivationScaler
 
     from tti_ray.export import to_transformer_lens

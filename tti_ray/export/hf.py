@@ -46,7 +46,8 @@ def checkpoint_tokenizer(path: str | Path) -> Any:
     if (ckpt / "tokenizer.json").exists():
         return AutoTokenizer.from_pretrained(ckpt)
     cfg = json.loads((ckpt / "config.json").read_text())
-    return id_tokenizer(int(cfg["vocab_size"]), int(cfg.get("eos_token_id") or cfg["vocab_size"] - 1))
+    vocab = int(cfg["vocab_size"])
+    return id_tokenizer(vocab, int(cfg.get("eos_token_id") or vocab - 1))
 
 
 def id_tokenizer(vocab_size: int, eos_id: int) -> Any:

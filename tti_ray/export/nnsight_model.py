@@ -3,8 +3,8 @@
 ``to_nnsight(path)`` wraps :func:`tti_ray.export.to_hf`'s model (what
 ``AutoModelForCausalLM.from_pretrained(ckpt, trust_remote_code=True)`` returns) in nnsight's
 ``TransformersModel(..., task="text-generation")`` (0.8's name for ``LanguageModel``, which is
-deprecated there but works the same). Because the gates are modules in the forward path, the gated ``mlp_hidden`` is
-read at ``model.transformer.h[i].mlp.act.output`` (and ``mlp_out`` at
+deprecated there but works the same). Because the gates are modules in the forward path, the
+gated ``mlp_hidden`` is read at ``model.transformer.h[i].mlp.act.output`` (and ``mlp_out`` at
 ``model.transformer.h[i].mlp.output``).
 """
 
@@ -18,8 +18,10 @@ import torch
 from tti_ray.export.hf import checkpoint_tokenizer, to_hf
 
 
-def to_nnsight(path: str | Path, *, tokenizer: Any = None, device: str | torch.device = "cpu") -> Any:
-    """nnsight ``TransformersModel`` (a ``LanguageModel``) of a checkpoint or run directory, gates applied.
+def to_nnsight(
+    path: str | Path, *, tokenizer: Any = None, device: str | torch.device = "cpu"
+) -> Any:
+    """nnsight ``TransformersModel`` of a checkpoint or run directory, gates applied.
 
     nnsight's pipeline needs a tokenizer object: by default the checkpoint's own, else an
     id-level stand-in (:func:`tti_ray.export.hf.id_tokenizer`); trace tensors of token ids

@@ -1,4 +1,5 @@
-"""Gated GPT-2 for plain Hugging Face loading: the ``trust_remote_code`` class of tti-ray checkpoints.
+"""Gated GPT-2 for plain Hugging Face loading: the ``trust_remote_code`` class of tti-ray
+checkpoints.
 
 This file is **self-contained** (torch + transformers only): :func:`tti_ray.train.checkpoint.
 save_checkpoint` copies it into every checkpoint whose forward pass an architectural intervention
@@ -10,8 +11,9 @@ returns the model as it was trained: GPT-2 with the TopK / L0 gates re-applied f
 ``config.json``'s ``tti_ray_gates`` (L0 gates as their deterministic eval-mode values, stored in
 ``model.safetensors``).
 
-The same module classes are the gate sites of tti-ray's own models (:func:`tti_ray.model.build_model`
-installs them), so a gate is a module in the forward path, not a forward hook:
+The same module classes are the gate sites of tti-ray's own models
+(:func:`tti_ray.model.build_model` installs them), so a gate is a module in the forward path, not
+a forward hook:
 
 * ``transformer.h[i].mlp.act`` is a :class:`GatedSite` (the activation, then the gates): its output
   is the gated ``mlp_hidden``; nnsight's ``mlp.act.output`` and every forward hook see gated values;

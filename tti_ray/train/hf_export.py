@@ -1,5 +1,6 @@
-"""Make a checkpoint's ``config.json`` say what the model *is*: architectural interventions recorded,
-gates re-applied by ``AutoModelForCausalLM.from_pretrained(ckpt, trust_remote_code=True)``.
+"""Make a checkpoint's ``config.json`` say what the model *is*: architectural interventions
+recorded, gates re-applied by
+``AutoModelForCausalLM.from_pretrained(ckpt, trust_remote_code=True)``.
 
 After ``save_pretrained`` has written the plain GPT-2 ``config.json`` + ``model.safetensors``,
 :func:`write_hf_extras` adds
