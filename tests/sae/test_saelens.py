@@ -125,3 +125,31 @@ def test_saelens_opens_the_sae_and_its_evals_agree(evaluated, gated_run, layer):
     dce = abs((down["ce_loss_with_sae"] - down["ce_loss_without_sae"]) - ours[f"{key}/delta_ce"])
     print(f"layer {layer}: |ce_loss_score diff| = {diff:.2e}, |delta_ce diff| = {dce:.2e}")
     assert diff < 0.05 and dce < 0.05
+
+
+@pytest.mark.parametrize("kind", ["topk", "relu"])
+@pytest.mark.parametrize("site", ["mlp_hidden", "mlp_out"])
+def test_folded_sae_computes_tti_rays_codes(kind, site, tmp_path):
+    """Both kinds, an input scale ≠ 1 and a nonzero b_dec: SAELens's encode/decode of the written
+    directory equal tti-ray's (architecture, k and hook name in cfg.json)."""
+    from sae_lens import SAE
+
+    from tti_ray.sae import build_sae, parse_sae_config
+    from tti_ray.sae.saelens import save_saelens
+
+    cfg = parse_sae_config({"kind": kind, "expansion": 4, **({"k": 5} if kind == "topk" else {})})
+    sae = build_sae(cfg, 24)
+    x = torch.randn(100, 24) * 3.0 + 1.0
+    sae.init_from_batch(x)
+    assert float(sae.input_scale) != 1.0
+    with torch.no_grad():
+        sae.b_enc.normal_(0, 0.1)
+    d = save_saelens(sae, tmp_path / "sae", site=site, layer=3, context_size=16)
+    theirs = SAE.load_from_disk(d)
+    assert theirs.cfg.architecture() == {"topk": "topk", "relu": "standard"}[kind]
+    want_hook = {"mlp_hidden": "blocks.3.mlp.hook_post", "mlp_out": "blocks.3.hook_mlp_out"}[site]
+    assert theirs.cfg.metadata.hook_name == want_hook
+    with torch.no_grad():
+        f = theirs.encode(x)
+        torch.testing.assert_close(f, sae.encode(x), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(theirs.decode(f), sae(x), atol=1e-5, rtol=1e-5)
