@@ -85,6 +85,20 @@ def test_plain_gpt2_class_refuses_a_gated_checkpoint(gated_run):
         AutoModelForCausalLM.from_pretrained(gated_run / "checkpoint", trust_remote_code=False)
 
 
+def test_hf_save_pretrained_of_the_gated_model_stays_gated(gated_run, tmp_path):
+    """Re-saved by HF itself, the model keeps its gates, marker and shipped class."""
+    from transformers import AutoModelForCausalLM
+
+    auto = AutoModelForCausalLM.from_pretrained(gated_run / "checkpoint", trust_remote_code=True)
+    auto.save_pretrained(tmp_path)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    assert cfg["model_type"] == "tti_gpt2" and len(cfg["tti_ray_gates"]) == 3
+    assert (tmp_path / "modeling_tti_gpt2.py").exists()
+    again = AutoModelForCausalLM.from_pretrained(tmp_path, trust_remote_code=True)
+    x = torch.randint(0, 256, (2, 16))
+    assert torch.equal(_logits(again.eval(), x), _logits(auto.eval(), x))
+
+
 def test_transformer_lens_logits_and_hook_post_match(gated_run, loaded):
     tl = to_transformer_lens(gated_run)
     assert tl.cfg.d_mlp == 80 != 4 * tl.cfg.d_model
