@@ -1,9 +1,13 @@
 """Architectural gates on a site's units: TopK (seed expt2) and hard-concrete L0 gates.
 
-Both replace the site's output through :func:`tti_ray.model.add_site_transform`, so captures,
-eval metrics and checkpoints (re-attached on load from the config) all see the gated
-activations. In their disabled setting (TopK ``k: 1.0``, L0 ``coef: 0``) they register no hook:
-the forward is the baseline's, bit for bit.
+Both are modules in the forward path (:func:`tti_ray.model.add_site_gate`: a gate appended to
+the site's ``GatedSite``, ``mlp.act`` for ``mlp_hidden``), not forward hooks, so captures, eval
+metrics, nnsight (``mlp.act.output``) and checkpoints (re-attached on load from the config) all see
+the gated activations, and :meth:`~TopK.portable_gates` lets a checkpoint carry them to plain HF
+loading (``config.json``'s ``tti_ray_gates``). The computation is the one the former forward hooks
+did, op for op (tests/interventions checks training losses against a hook-based reference). In
+their disabled setting (TopK ``k: 1.0``, L0 ``coef: 0``) they add no gate and no hook: the forward
+is the baseline's, bit for bit.
 """
 
 from __future__ import annotations
@@ -80,15 +84,24 @@ class TopK(Intervention):
         return topk_mask_values(a.reshape(-1), keep, dim=0).reshape(a.shape)
 
     def attach(self, model: nn.Module) -> None:
-        from tti_ray.model.gpt import add_site_transform  # lazy: transformers
+        from tti_ray.model.gpt import add_site_gate  # lazy: transformers
 
         self.remove_hooks()
         if self.cfg.k >= 1.0:
             return
         for site, layer in self.site_keys():
             self._handles.append(
-                add_site_transform(model, site, layer, lambda a, s=site: self.gate(a, s))
+                add_site_gate(model, site, layer, lambda a, s=site: self.gate(a, s))
             )
+
+    def portable_gates(self) -> list[dict[str, Any]]:
+        if self.cfg.k >= 1.0:
+            return []
+        return [
+            {"type": "topk", "site": s, "layer": i, "k": self.cfg.k, "k_units": self.units(s),
+             "mode": self.cfg.mode}
+            for s, i in self.site_keys()
+        ]
 
     @torch.no_grad()
     def readouts(self) -> dict[str, float]:
@@ -141,7 +154,7 @@ class L0Gate(Intervention):
         return a * z.to(a.dtype)
 
     def attach(self, model: nn.Module) -> None:
-        from tti_ray.model.gpt import add_site_transform, site_module  # lazy: transformers
+        from tti_ray.model.gpt import add_site_gate, site_module  # lazy: transformers
 
         self.remove_hooks()
         if self.cfg.coef == 0:
@@ -152,7 +165,18 @@ class L0Gate(Intervention):
             def fn(a: torch.Tensor, key: str = _key(site, layer), mod: nn.Module = mod):
                 return self.gated(a, key, mod.training)
 
-            self._handles.append(add_site_transform(model, site, layer, fn))
+            self._handles.append(add_site_gate(model, site, layer, fn))
+
+    @torch.no_grad()
+    def portable_gates(self) -> list[dict[str, Any]]:
+        """The deterministic eval gates z (float32, as :meth:`gated` applies them in eval mode)."""
+        if self.cfg.coef == 0:
+            return []
+        return [
+            {"type": "fixed", "site": s, "layer": i,
+             "values": hard_concrete_eval(self.log_alpha[_key(s, i)].float()).detach().cpu()}
+            for s, i in self.site_keys()
+        ]
 
     def loss_terms(
         self, acts: Mapping[SiteKey, torch.Tensor], ctx: StepContext

@@ -7,7 +7,8 @@ An intervention is an ``nn.Module`` built from its own config slice and the mode
   named scalar terms; the trainer adds ``coef(step) * term`` to the cross-entropy and logs each
   term as ``train/reg/<name>`` plus ``train/reg_to_ce_ratio``;
 * change the forward pass at a site (:meth:`Intervention.attach`; TopK, L0 gates): such
-  *architectural* interventions are re-applied by :func:`tti_ray.train.checkpoint.load_model`;
+  *architectural* interventions are re-applied by :func:`tti_ray.train.checkpoint.load_model`,
+  and the gates among them also by plain HF loading (:meth:`Intervention.portable_gates`);
 * own parameters (L0 gate logits, a joint SAE), optimised with the model and saved in
   ``interventions.safetensors`` next to the HF weights;
 * report eval readouts (:meth:`Intervention.readouts`), e.g. the gate open fraction;
@@ -132,6 +133,20 @@ class Intervention(nn.Module):
         Subclasses add their handles to ``self._handles`` so :meth:`remove_hooks` (and a second
         ``attach``) can undo them. Hooks on one site run in attach order: use
         :func:`attach_all` so gates come before read-only hooks."""
+
+    def portable_gates(self) -> list[dict[str, Any]] | None:
+        """How a plain-HF model re-applies this intervention's change to the forward pass
+        (gate specs for ``config.json``'s ``tti_ray_gates``; see
+        :mod:`tti_ray.model.hf_modeling`): ``[]`` when the forward is unchanged (not
+        architectural, or in the :meth:`disabled_config` setting), ``None`` when only tti-ray can
+        re-apply it. A spec is ``{"type": "topk" | "fixed", "site", "layer", ...}``; a ``fixed``
+        gate carries its per-unit ``values`` tensor."""
+        if not self.architectural:
+            return []
+        disabled = self.disabled_config()
+        if all(getattr(self.cfg, k) == v for k, v in disabled.items()):
+            return []
+        return None
 
     def remove_hooks(self) -> None:
         for h in self._handles:

@@ -2,6 +2,8 @@
 
 from tti_ray.model.gpt import (
     HOOK_SITES,
+    TL_HOOK_NAMES,
+    add_site_gate,
     add_site_transform,
     build_model,
     capture,
@@ -12,6 +14,8 @@ from tti_ray.model.gpt import (
 
 __all__ = [
     "HOOK_SITES",
+    "TL_HOOK_NAMES",
+    "add_site_gate",
     "add_site_transform",
     "build_model",
     "capture",

@@ -7,9 +7,15 @@ Sites per layer ``i`` (``transformer.h[i]``):
 * ``resid_post`` - output of the whole block (residual stream), shape ``[B, T, d_model]``.
 
 Capture is opt-in: :func:`capture` registers forward hooks only for the requested sites and removes
-them on exit, so an uninstrumented forward pays nothing. Architectural interventions register
-their own persistent hooks that *replace* a site's output; because they are registered when the
-model is built, captures always see the modified (e.g. TopK-gated) activations.
+them on exit, so an uninstrumented forward pays nothing.
+
+Gates (TopK, L0 gates: :func:`add_site_gate`) are modules in the forward path: every block's
+``mlp.act`` and ``mlp.dropout`` is a :class:`~tti_ray.model.hf_modeling.GatedSite` (the original
+module, then its gates; with no gate the output is the original's, bit for bit), so captures,
+forward hooks, nnsight's ``mlp.act.output`` and exported checkpoints all see gated values. A gate
+therefore acts before every hook on its site, whatever the attach order. Other architectural
+interventions (MoE routing, SAE splicing, bottlenecks) persistently replace a site's output with a
+forward hook (:func:`add_site_transform`).
 """
 
 from __future__ import annotations
@@ -22,8 +28,15 @@ from torch import nn
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from tti_ray.config.schema import ModelConfig
+from tti_ray.model.hf_modeling import FnGate, gate_site, install_gate_sites
 
 HOOK_SITES = ("mlp_hidden", "mlp_out", "resid_post")
+#: each site's hook name in TransformerLens's ``HookedTransformer`` (SAELens's ``hook_name``)
+TL_HOOK_NAMES = {
+    "mlp_hidden": "blocks.{layer}.mlp.hook_post",
+    "mlp_out": "blocks.{layer}.hook_mlp_out",
+    "resid_post": "blocks.{layer}.hook_resid_post",
+}
 
 
 def hf_config(cfg: ModelConfig, vocab_size: int) -> GPT2Config:
@@ -47,10 +60,11 @@ def hf_config(cfg: ModelConfig, vocab_size: int) -> GPT2Config:
 
 
 def build_model(cfg: ModelConfig, vocab_size: int) -> GPT2LMHeadModel:
-    """A freshly initialised model (HF's GPT-2 init), SDPA attention."""
+    """A freshly initialised model (HF's GPT-2 init), SDPA attention, with empty gate sites
+    (parameterless wrappers: same parameters, state dict and outputs as HF's GPT-2)."""
     hf_cfg = hf_config(cfg, vocab_size)
     hf_cfg._attn_implementation = "sdpa"
-    return GPT2LMHeadModel(hf_cfg)
+    return install_gate_sites(GPT2LMHeadModel(hf_cfg))
 
 
 def site_module(model: GPT2LMHeadModel, site: str, layer: int) -> nn.Module:
@@ -113,6 +127,35 @@ def add_site_transform(
         return fn(out)
 
     return site_module(model, site, layer).register_forward_hook(hook)
+
+
+class _GateHandle:
+    """Removes one gate from its site (the ``RemovableHandle`` protocol of interventions)."""
+
+    def __init__(self, site: nn.Module, gate: nn.Module) -> None:
+        self.site, self.gate = site, gate
+
+    def remove(self) -> None:
+        gates = self.site.gates
+        for i, g in enumerate(gates):
+            if g is self.gate:
+                del gates[i]
+                return
+
+
+def add_site_gate(
+    model: GPT2LMHeadModel,
+    site: str,
+    layer: int,
+    fn: Callable[[torch.Tensor], torch.Tensor],
+) -> _GateHandle:
+    """Append the gate ``a -> fn(a)`` to the site's :class:`GatedSite` (``mlp_hidden``: the
+    output of ``mlp.act``; ``mlp_out``: of ``mlp.dropout``, the MLP's last op). Gates at one site
+    run in the order they were added; ``handle.remove()`` takes the gate out again."""
+    gated = gate_site(model, site, layer)
+    gate = FnGate(fn)
+    gated.gates.append(gate)
+    return _GateHandle(gated, gate)
 
 
 def count_params(model: nn.Module, non_embedding: bool = True) -> int:

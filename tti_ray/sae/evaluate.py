@@ -10,7 +10,17 @@
 Output keys: ``sae/<site>/layer_<i>/<metric>`` and their unweighted means over every evaluated
 (site, layer), ``sae/<metric>``, for the metrics in :data:`METRICS`. CE-based metrics are formed
 from token-mean CEs over the whole sample (not averaged per batch). With ``out_dir``, weights go
-to ``out_dir/saes/<site>_layer_<i>.safetensors`` and the numbers to ``out_dir/sae_metrics.json``.
+to ``out_dir/saes/<site>_layer_<i>.safetensors`` (tti-ray's format, :func:`~tti_ray.sae.load_sae`),
+each SAE also as a SAELens directory ``out_dir/saelens/<site>_layer_<i>/`` (:mod:`.saelens`), and
+the numbers to ``out_dir/sae_metrics.json``.
+
+CE-token convention: each validation block holds seq_len + 1 tokens; the model reads the first
+seq_len and every one of them is scored against its successor, so CE (clean, spliced, zero-ablated)
+averages seq_len targets per block (128 for seq_len 128). SAELens's ``get_recons_loss`` runs the
+model on seq_len-token batches and scores seq_len − 1 targets (the last position has none). Fed the
+same seq_len-token inputs, every other metric here (L0, MSE, FVU/EV, KL over all seq_len
+positions, dead/dense fractions) is computed on the same tokens as SAELens's; ``ce_loss_score`` and
+``delta_ce`` differ by the one extra target per block (tests/sae/test_saelens.py measures it).
 """
 
 from __future__ import annotations
@@ -34,6 +44,7 @@ from tti_ray.sae.activations import SiteKey, model_device, stream_activations
 from tti_ray.sae.config import SAEConfig, parse_sae_config
 from tti_ray.sae.metrics import ReconstructionStats, ce_loss_score, delta_ce, kl_div
 from tti_ray.sae.models import SAE, build_sae, check_sae, save_sae
+from tti_ray.sae.saelens import provenance, save_saelens
 from tti_ray.sae.train import SAETrainer
 
 METRICS = (
@@ -239,11 +250,16 @@ def evaluate_checkpoint(
     metrics = flatten_metrics(per_key)
     if out_dir is not None:
         out = Path(out_dir)
+        prov = provenance(loaded_run)
         for (site, layer), sae in saes.items():
             save_sae(
                 sae,
                 out / "saes" / f"{site}_layer_{layer}.safetensors",
                 {"site": site, "layer": str(layer)},
+            )
+            save_saelens(
+                sae, out / "saelens" / f"{site}_layer_{layer}", site=site, layer=layer,
+                context_size=run_cfg.model.seq_len, provenance=prov,
             )
         (out / METRICS_FILE).write_text(json.dumps(metrics, indent=1, sort_keys=True))
     return metrics

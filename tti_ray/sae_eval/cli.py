@@ -3,7 +3,8 @@
 
 Trains one SAE per (site, layer) on a frozen checkpoint and writes ``DIR/sae_metrics.json`` (keys
 ``sae/<site>/layer_<i>/<metric>`` and the means ``sae/<metric>``) plus the SAE weights under
-``DIR/saes/`` (default ``DIR``: ``CHECKPOINT/sae_eval``). ``--set`` addresses SAE config keys
+``DIR/saes/`` and, as SAELens directories, under ``DIR/saelens/`` (default ``DIR``:
+``CHECKPOINT/sae_eval``). ``--set`` addresses SAE config keys
 (``--set lr=3e-4``, ``--set sae.dead_tokens=50000``); the flags win over ``--set``. Bad input exits
 with code 2 and one line naming the flag or file, before anything is written.
 """

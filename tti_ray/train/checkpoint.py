@@ -2,10 +2,13 @@
 
 A checkpoint directory holds
 
-* ``config.json`` + ``model.safetensors`` - HF ``save_pretrained`` output, so
-  ``transformers.GPT2LMHeadModel.from_pretrained(dir)`` loads the plain weights. Architectural
-  interventions (TopK gating, L0 gates) are *not* part of the HF model: :func:`load_model`
-  re-applies them from ``run_config.yaml``;
+* ``config.json`` + ``model.safetensors`` - HF ``save_pretrained`` output, amended by
+  :func:`tti_ray.train.hf_export.write_hf_extras`: an ungated checkpoint loads with
+  ``transformers.GPT2LMHeadModel.from_pretrained(dir)``; one whose forward an architectural
+  intervention changes (TopK, L0 gates, ...) records it in ``config.json`` and ships
+  ``modeling_tti_gpt2.py``, so ``AutoModelForCausalLM.from_pretrained(dir, trust_remote_code=True)``
+  gives the gated model and the plain GPT-2 class refuses it. :func:`load_model` re-applies every
+  intervention from ``run_config.yaml``;
 * ``interventions.safetensors`` - parameters and buffers of the interventions (L0 gate logits, a
   joint SAE, ...);
 * ``optimizer.safetensors`` + ``train_state.json`` - AdamW state tensors, param-group settings,
@@ -36,6 +39,7 @@ from tti_ray.data import TokenData, load_tokens
 from tti_ray.interventions import build_interventions
 from tti_ray.interventions.registry import attach_all
 from tti_ray.model import build_model
+from tti_ray.train.hf_export import write_hf_extras
 
 REQUIRED = ("config.json", "model.safetensors", "run_config.yaml")
 
@@ -106,6 +110,7 @@ def save_checkpoint(
     tmp.mkdir(parents=True)
     _quiet_hf()
     model.save_pretrained(tmp, safe_serialization=True)
+    write_hf_extras(tmp, interventions)
     iv_state = {k: v.detach().cpu().contiguous() for k, v in interventions.state_dict().items()}
     save_file(iv_state, tmp / "interventions.safetensors")
     opt_tensors, opt_meta = _flatten_optimizer(optimizer)
