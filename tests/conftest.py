@@ -1,13 +1,21 @@
-"""Shared fixtures: every RNG seeded, torch on few threads, a private token cache per session."""
+"""Shared fixtures: every RNG seeded, torch on few threads, a private token cache per session.
+
+The suite runs offline: ``HF_HUB_OFFLINE=1`` (and ``TRANSFORMERS_OFFLINE``) are set before
+anything imports huggingface_hub, so a load that would reach for the hub fails at once instead
+of waiting on a network this machine does not have."""
 
 from __future__ import annotations
 
 import os
-import random
 
-import numpy as np
-import pytest
-import torch
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import random  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
