@@ -34,6 +34,7 @@ import hashlib
 import itertools
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -46,11 +47,16 @@ from tti_ray.config.load import (
     format_validation_error,
     parse_sets,
     read_yaml,
+    resolve_raw,
+    validate,
 )
 from tti_ray.config.schema import Section
 from tti_ray.interventions.registry import KeyPathError
 
 Distribution = Literal["loguniform", "uniform", "int", "logint", "choice"]
+MAX_VALUES = 10_000  # a choice list, an explicit configuration list
+MAX_GRID = 100_000  # points of a grid (the product of its axes)
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 DEFAULT_OBJECTIVES = [
     {"metric": "val/perplexity", "mode": "min"},
     {"metric": "val/polysemanticity/mean", "mode": "min"},
@@ -80,15 +86,35 @@ class Parameter(Section):
         if self.values is not None:
             if not self.values:
                 raise ValueError("values: needs at least one value")
+            if len(self.values) > MAX_VALUES:
+                raise ValueError(f"values: {len(self.values)} values, more than {MAX_VALUES:,}")
+            extra = [k for k in ("low", "high", "step") if getattr(self, k) is not None]
+            if extra:
+                raise ValueError(f"{extra[0]}: goes with a distribution, not with 'values'")
             return self
         if self.distribution in (None, "choice"):
             raise ValueError("needs 'values: [...]' or a distribution with low/high")
         if self.low is None or self.high is None:
             raise ValueError(f"distribution {self.distribution!r} needs low and high")
+        if not (math.isfinite(self.low) and math.isfinite(self.high)):
+            raise ValueError(f"low and high must be finite (got {self.low}, {self.high})")
         if not self.low < self.high:
             raise ValueError(f"low ({self.low}) must be < high ({self.high})")
         if self.distribution in ("loguniform", "logint") and self.low <= 0:
             raise ValueError(f"{self.distribution} needs low > 0")
+        d, step = self.distribution, self.step
+        if d in ("int", "logint"):
+            for k in ("low", "high"):
+                if not float(getattr(self, k)).is_integer():
+                    raise ValueError(f"{k}: {d} bounds must be integers, got {getattr(self, k)}")
+        if step is not None:
+            if d in ("loguniform", "logint"):
+                raise ValueError(f"step: {d} takes no step (a log-scale search has none)")
+            if d == "int" and not float(step).is_integer():
+                raise ValueError(f"step: an int step must be a whole number ≥ 1, got {step}")
+            if step > self.high - self.low:
+                raise ValueError(f"step: {step} is larger than the range high - low = "
+                                 f"{self.high - self.low} (the search would have one value)")
         return self
 
     def extremes(self) -> list[Any]:
@@ -185,6 +211,15 @@ class SearchSpace(Section):
     report_metrics: list[str] = Field(default_factory=list)
     sae_eval: SAEEval | None = None
 
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, v: str) -> str:
+        # the name becomes experiments/<name>/ and the Optuna study: no path, no escape
+        if not NAME_RE.fullmatch(v) or ".." in v:
+            raise ValueError(f"must be a plain name (letters, digits, '.', '_', '-'; no '/' or "
+                             f"'..'), got {v[:60]!r}")
+        return v
+
     @field_validator("parameters")
     @classmethod
     def _nonempty(cls, v: dict[str, Parameter]) -> dict[str, Parameter]:
@@ -208,7 +243,17 @@ class SearchSpace(Section):
             bad = [k for k, p in self.parameters.items() if p.values is None]
             if bad:
                 raise ValueError(f"searcher grid needs 'values' lists; {bad[0]} has a distribution")
+            size = math.prod(len(p.values or ()) for p in self.parameters.values())
+            if self.configurations is None and size > MAX_GRID:
+                raise ValueError(f"parameters: the grid has {size:,} points, more than "
+                                 f"{MAX_GRID:,}")
+        elif self.budget.trials is None:
+            raise ValueError(f"budget.trials: null (every grid point) needs searcher grid; "
+                             f"give {self.searcher.type} a number of trials")
         if self.configurations is not None:
+            if len(self.configurations) > MAX_VALUES:
+                raise ValueError(f"configurations: {len(self.configurations)} points, more than "
+                                 f"{MAX_VALUES:,}")
             if self.searcher.type != "grid":
                 raise ValueError("configurations: an explicit list needs searcher type 'grid'")
             if not self.configurations:
@@ -292,16 +337,41 @@ def load_search_space(
     if preset is not None:  # first the scale, then the user's --set tweaks on top of it
         base = raw.get("base") if isinstance(raw.get("base"), dict) else {}
         raw["base"] = _rebase_on_preset(copy.deepcopy(base), preset, str(path))
-    for key, value in parse_sets(sets):
-        apply_override(raw, key, value, f"{path} (--set {key})")
+    pairs = parse_sets(sets)
+    for key, value in pairs:
+        apply_override(raw, key, value, f"--set {key}")
     try:
-        space = SearchSpace.model_validate(raw)
-    except ValidationError as e:
-        raise ConfigError(format_validation_error(e, str(path))) from None
-    except KeyPathError as e:
-        raise ConfigError(f"{path}: {e.path}: {e.msg}") from None
-    _check_base(space, path)
+        try:
+            space = SearchSpace.model_validate(raw)
+        except ValidationError as e:
+            raise ConfigError(format_validation_error(e, str(path))) from None
+        except KeyPathError as e:
+            raise ConfigError(f"{path}: {e.path}: {e.msg}") from None
+        _check_base(space, path)
+    except ConfigError as e:
+        raise ConfigError(blame_set(str(e), str(path), sets or [])) from None
     return space
+
+
+def blame_set(msg: str, source: str, sets: list[str]) -> str:
+    """``<file>: <key>: what`` → ``--set <key>=<value>: <key>: what`` when the offending key
+    (or a mapping above or below it) was set on the command line, not in the file."""
+    if not msg.startswith(f"{source}: "):
+        return msg
+    rest = msg[len(source) + 2:]
+    parts = rest.split(": ")
+    locs = [parts[0].replace("<top>", "").strip()]
+    if len(parts) > 2 and " " not in parts[1]:
+        locs.append(f"{locs[0]}.{parts[1]}".strip("."))
+    if locs[0] == "" and len(parts) > 2:  # a model-level check: "<top>: key: what"
+        locs = [parts[1]]
+    for item in reversed(sets):
+        key = item.split("=", 1)[0].strip()
+        for loc in locs:
+            loc = re.sub(r"\[\d+\]", "", loc)
+            if loc and (loc == key or loc.startswith(key + ".") or key.startswith(loc + ".")):
+                return f"--set {item}: {rest}"
+    return msg
 
 
 def _check_base(space: SearchSpace, path: Path) -> None:
@@ -320,9 +390,19 @@ def _check_base(space: SearchSpace, path: Path) -> None:
                 raise ConfigError(
                     f"{path}: {key}: no trial reports {name!r} (e.g. {example})"
                 )
+    # the base with its preset merged once: each point then costs one validation (~30 µs), so
+    # a 10,000-value choice is checked value by value in well under a second
+    resolved = resolve_raw(copy.deepcopy(space.base), "<config>")
+
+    def check(overrides: dict[str, Any]) -> None:
+        data = copy.deepcopy(resolved)
+        for k, v in overrides.items():
+            apply_override(data, k, v, "<config>")
+        validate(data, "<config>")
+
     for i, point in enumerate(space.configurations or []):
         try:
-            load_config(raw=space.base, overrides=point)
+            check(point)
         except ConfigError as e:
             raise ConfigError(f"{path}: configurations[{i}]: {str(e).split(': ', 1)[1]}") from None
     for key, param in space.parameters.items():
@@ -330,7 +410,52 @@ def _check_base(space: SearchSpace, path: Path) -> None:
             if isinstance(value, float) and not math.isfinite(value):
                 raise ConfigError(f"{path}: parameters.{key}: non-finite value {value}")
             try:
-                load_config(raw=space.base, overrides={key: value})
+                check({key: value})
             except ConfigError as e:
                 detail = str(e).split(": ", 1)[1].removeprefix(f"{key}: ")
                 raise ConfigError(f"{path}: parameters.{key}: {detail}") from None
+    _check_plan(space, base, path)
+
+
+def _check_plan(space: SearchSpace, base: RunConfig, path: Path) -> None:
+    """What would otherwise fail only once the sweep runs: Optuna's distributions and sampler,
+    the scheduler's rungs against the training length, the study storage URL."""
+    for key, param in space.parameters.items():
+        try:
+            param.optuna_distribution()
+        except (ValueError, TypeError) as e:
+            raise ConfigError(f"{path}: parameters.{key}: {_first_line(e)}") from None
+    try:
+        from tti_ray.sweep.searcher import _sampler
+
+        _sampler(space)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"{path}: searcher: {_first_line(e)}") from None
+    if space.scheduler.type == "mo_asha" and space.scheduler.grace_steps > base.train.steps:
+        raise ConfigError(
+            f"{path}: scheduler.grace_steps: {space.scheduler.grace_steps} is beyond the "
+            f"training length (base train.steps = {base.train.steps}): no rung would ever run"
+        )
+    if space.study_storage is not None:
+        _check_study_storage(space.study_storage, path)
+
+
+def _check_study_storage(url: str, path: Path) -> None:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError) as e:
+        raise ConfigError(f"{path}: study_storage: not a SQLAlchemy URL ({_first_line(e)})") \
+            from None
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        db = Path(parsed.database)
+        if db.exists() and not db.is_file():
+            raise ConfigError(f"{path}: study_storage: {db} is not a file")
+        if not db.parent.is_dir():
+            raise ConfigError(f"{path}: study_storage: directory {db.parent} does not exist")
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).splitlines() or [type(e).__name__])[0][:200]
