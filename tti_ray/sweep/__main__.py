@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
 def _main(args: argparse.Namespace) -> int:
     with fail_on_user_errors(PROG):
         from tti_ray.sweep.preflight import check_resources, check_storage, check_writable
-        from tti_ray.sweep.preflight import is_uri, local_nodes, local_where
+        from tti_ray.sweep.preflight import is_uri, local_nodes, local_where, parse_address
         from tti_ray.sweep.resume import check_space_unchanged
         from tti_ray.sweep.runner import plan_sweep, run_sweep
         from tti_ray.sweep.space import load_search_space
@@ -111,6 +111,7 @@ def _main(args: argparse.Namespace) -> int:
                 check_storage(plan.storage)
             described = plan.describe()
             if args.address:
+                parse_address(args.address)
                 described["resource_check"] = "against the cluster when the sweep connects"
             elif plan.check_resources:
                 check_resources(space, local_nodes(args.num_cpus), local_where(args.num_cpus))

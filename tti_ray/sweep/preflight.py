@@ -174,19 +174,26 @@ def local_where(num_cpus: int | None) -> str:
 
 
 # -- Ray ------------------------------------------------------------------------------------------
-def probe_address(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
-    """``host:port`` / ``ray://host:port``: the port must answer within ``timeout`` seconds
-    (Ray itself retries an unreachable GCS for minutes)."""
+def parse_address(address: str) -> tuple[str, int] | None:
+    """``(host, port)`` of a ``host:port`` / ``ray://host:port`` address; None for ``auto``."""
+    if address == "auto":
+        return None
     hostport = address.split("://", 1)[-1]
-    if address == "auto" or ":" not in hostport:
-        return
     host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UsageError(f"--address {address}: expected host:port, auto or ray://host:port")
+    return host, int(port)
+
+
+def probe_address(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """The address's port must answer within ``timeout`` seconds (Ray itself retries an
+    unreachable GCS for minutes)."""
+    hp = parse_address(address)
+    if hp is None:
+        return
     try:
-        with socket.create_connection((host, int(port)), timeout=timeout):
+        with socket.create_connection(hp, timeout=timeout):
             pass
-    except ValueError:
-        raise UsageError(f"--address {address}: expected host:port, auto or ray://host:port") \
-            from None
     except OSError as e:
         raise UsageError(
             f"--address {address}: cannot reach it within {timeout:g} s ({e.strerror or e})"

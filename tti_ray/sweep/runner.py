@@ -86,9 +86,9 @@ class SweepPlan:
 
 def preflight(plan: SweepPlan, num_cpus: int | None = None) -> None:
     """Everything that can be checked before the experiment directory is touched."""
-    check_data(plan.space)
-    check_storage(plan.storage)
     check_writable(plan.exp_dir)
+    check_storage(plan.storage)
+    check_data(plan.space)
     if plan.check_resources and not plan.address:
         check_resources(plan.space, local_nodes(num_cpus), local_where(num_cpus))
 
@@ -240,7 +240,7 @@ def run_sweep(plan: SweepPlan, num_cpus: int | None = None) -> dict[str, Any]:
                   f"({lock.stale})", file=sys.stderr)
         with Interrupts() as irq:
             try:
-                tracker = _start(plan, num_cpus)
+                tracker = _start(plan, num_cpus, irq)
             except BaseException:
                 if created:  # a failed start leaves nothing behind
                     shutil.rmtree(exp_dir, ignore_errors=True)
@@ -250,7 +250,7 @@ def run_sweep(plan: SweepPlan, num_cpus: int | None = None) -> dict[str, Any]:
         lock.release()
 
 
-def _start(plan: SweepPlan, num_cpus: int | None) -> Any:
+def _start(plan: SweepPlan, num_cpus: int | None, irq: Interrupts) -> Any:
     """Under the lock: what the directory holds, Ray, the cluster's resources, tracking."""
     from tti_ray.tracking import start_sweep_tracking
 
@@ -263,6 +263,7 @@ def _start(plan: SweepPlan, num_cpus: int | None) -> Any:
             "another --out"
         )
     init_ray(plan.address, num_cpus)
+    irq.reinstall()
     if plan.check_resources:
         where = f"the Ray cluster at {plan.address}" if plan.address else local_where(num_cpus)
         check_resources(space, ray_nodes(), where)

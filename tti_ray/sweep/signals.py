@@ -48,6 +48,12 @@ class Interrupts:
                 self._old[s] = signal.signal(s, self._handle)
         return self
 
+    def reinstall(self) -> None:
+        """Take the signals back after ``ray.init``: Ray's core worker installs a C-level
+        SIGTERM handler that aborts the process (exit 134, nothing saved)."""
+        for s in self._old:
+            signal.signal(s, self._handle)
+
     def __exit__(self, *exc: object) -> None:
         for s, h in self._old.items():
             signal.signal(s, h)
