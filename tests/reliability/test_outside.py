@@ -31,7 +31,7 @@ def _popen(*args: str, log: Path) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
-def _cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+def _cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.run(sweep_cmd(*args), cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=timeout)
@@ -135,7 +135,7 @@ def test_signal_to_the_driver_is_an_interrupt_and_resume_completes(tmp_path, sig
     out = tmp_path / "exp"
     proc = _popen(str(space), "--out", str(out), log=tmp_path / "sweep.log")
     try:
-        _wait_for(lambda: _steps_logged(out) >= 20, 240, "a trial at step 20", proc)
+        _wait_for(lambda: _steps_logged(out) >= 20, 480, "a trial at step 20", proc)
         os.kill(proc.pid, sig)  # the driver only, as a terminal's Ctrl-C or a scheduler would
         rc = proc.wait(timeout=120)
         err = proc.stderr.read()

@@ -28,7 +28,7 @@ class DuplicateKeyError(yaml.constructor.ConstructorError):
     """A mapping that names the same key twice (PyYAML would keep the last one silently)."""
 
 
-class _Loader(yaml.SafeLoader):
+class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml's parser when built
     """SafeLoader that also reads ``1e-3`` as a float (YAML 1.1 wants ``1.0e-3``) and refuses
     duplicate keys in a mapping: the last one would otherwise win and, for a mapping value,
     replace the whole earlier section."""

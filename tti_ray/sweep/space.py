@@ -395,8 +395,14 @@ def _check_base(space: SearchSpace, path: Path) -> None:
     resolved = resolve_raw(copy.deepcopy(space.base), "<config>")
 
     def check(overrides: dict[str, Any]) -> None:
-        data = copy.deepcopy(resolved)
-        for k, v in overrides.items():
+        data = dict(resolved)
+        for k, v in overrides.items():  # copy only the mappings on the overridden path
+            node, keys = data, k.split(".")
+            for key in keys[:-1]:
+                if not isinstance(node.get(key), dict):
+                    break
+                node[key] = dict(node[key])
+                node = node[key]
             apply_override(data, k, v, "<config>")
         validate(data, "<config>")
 
