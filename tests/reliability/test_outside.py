@@ -130,7 +130,7 @@ def _mlflow_runs(out: Path) -> list[tuple[str, str]]:
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_signal_to_the_driver_is_an_interrupt_and_resume_completes(tmp_path, sig):
     space = write_space(tmp_path / "space.yaml", budget={"trials": 2}, concurrency=2,
-                        base={**SMALL_BASE, "train": {**SMALL_BASE["train"], "steps": 400,
+                        base={**SMALL_BASE, "train": {**SMALL_BASE["train"], "steps": 200,
                                                       "eval_every": 10, "ckpt_every": 10}})
     out = tmp_path / "exp"
     proc = _popen(str(space), "--out", str(out), log=tmp_path / "sweep.log")
@@ -157,7 +157,7 @@ def test_signal_to_the_driver_is_an_interrupt_and_resume_completes(tmp_path, sig
     import optuna
 
     df = pd.read_csv(out / "trials.csv", dtype={"trial_id": str})
-    assert list(df["status"]) == ["finished", "finished"] and set(df["steps"]) == {400}
+    assert list(df["status"]) == ["finished", "finished"] and set(df["steps"]) == {200}
     study = optuna.load_study(study_name="test_sweep", storage=f"sqlite:///{out / 'optuna.db'}")
     assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]  # not past budget
     assert ("sweep", "FINISHED") in _mlflow_runs(out)
