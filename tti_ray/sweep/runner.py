@@ -262,12 +262,17 @@ def _start(plan: SweepPlan, num_cpus: int | None, irq: Interrupts) -> Any:
             f"--out: {exp_dir} already holds a sweep; pass --resume to continue it or choose "
             "another --out"
         )
-    init_ray(plan.address, num_cpus)
-    irq.reinstall()
-    if plan.check_resources:
-        where = f"the Ray cluster at {plan.address}" if plan.address else local_where(num_cpus)
-        check_resources(space, ray_nodes(), where)
     tracker = start_sweep_tracking(plan.tracking, exp_dir, space, plan.resume)  # preflight
+    try:
+        init_ray(plan.address, num_cpus)
+        irq.reinstall()
+        if plan.check_resources:
+            where = f"the Ray cluster at {plan.address}" if plan.address else local_where(num_cpus)
+            check_resources(space, ray_nodes(), where)
+    except BaseException:
+        if tracker:
+            tracker.close("FAILED")
+        raise
     (exp_dir / "search_space.yaml").write_text(
         yaml.safe_dump(space.model_dump(mode="json"), sort_keys=False)
     )
