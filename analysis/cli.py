@@ -19,4 +19,14 @@ def user_errors(prog: str) -> Iterator[None]:
     except (ValueError, FileNotFoundError) as e:
         if os.environ.get("TTI_RAY_DEBUG"):
             raise
-        die(prog, str(e).splitlines()[0] if str(e) else type(e).__name__)
+        die(prog, one_line(str(e) or type(e).__name__))
+
+
+MAX_MESSAGE = 300
+
+
+def one_line(msg: str) -> str:
+    """The first line of ``msg``, cut to ``MAX_MESSAGE`` characters (a message that lists a
+    whole table is no message)."""
+    line = (msg.strip().splitlines() or [""])[0]
+    return line if len(line) <= MAX_MESSAGE else line[: MAX_MESSAGE - 1] + "…"

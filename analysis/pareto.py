@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.cli import user_errors
+from tti_ray.cli import OneLineParser
 from analysis.sources import Source, load_source
 
 
@@ -82,7 +83,8 @@ def export_pareto(
     from tti_ray.analysis.tables import hypervolume_report, pareto_json, pareto_table
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out: {out} exists and is not a directory")
     df, spec = src.trials, src.objective_spec
     missing = [o.metric for o in src.objectives if o.metric not in df.columns]
     if missing and (df["status"].astype(str) == "finished").any():
@@ -93,8 +95,12 @@ def export_pareto(
         )
     if missing:  # no trial has finished: the metric columns are simply not there yet
         df = df.assign(**{m: np.nan for m in missing})
-    table = pareto_table(df, spec, params=src.params)
-    hv = hypervolume_report(df, spec, ref)
+    try:  # computed before anything is written: a failure leaves no empty directory behind
+        table = pareto_table(df, spec, params=src.params)
+        hv = hypervolume_report(df, spec, ref)
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"SOURCE {src.location}: {type(e).__name__}: {e}") from None
+    out.mkdir(parents=True, exist_ok=True)
     paths = {
         "csv": out / "pareto.csv",
         "json": out / "pareto.json",
@@ -117,8 +123,9 @@ def export_pareto(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m analysis.pareto", description=__doc__.split("\n")[2]
+    p = OneLineParser(
+        prog="python -m analysis.pareto", description=__doc__.split("\n")[2],
+        short_prog="analysis.pareto",
     )
     p.add_argument("source", help="experiment directory, or mlflow:<experiment>@<tracking uri>")
     p.add_argument("--objectives", help="metric:min|max,... (default: the sweep's objectives)")
@@ -146,7 +153,11 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 ref = [float(x) for x in args.ref.split(",")]
             except ValueError:
-                raise ValueError(f"--ref: expected numbers separated by commas, got {args.ref!r}")
+                raise ValueError(f"--ref: expected numbers separated by commas, got {args.ref!r}") \
+                    from None
+            if len(ref) != len(src.objectives):
+                raise ValueError(f"--ref: {len(ref)} numbers for {len(src.objectives)} "
+                                 f"objectives ({src.objective_spec})")
         res = export_pareto(src, args.out or default_out(src), ref=ref)
     hv, table = res["hypervolume"], res["table"]
     if res["missing_objectives"]:

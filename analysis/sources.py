@@ -41,10 +41,10 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 
 from tti_ray.analysis.pareto import Objective, parse_objectives
 from tti_ray.analysis.tables import STATUSES
+from tti_ray.config.load import parse_yaml, read_yaml
 
 MLFLOW_PREFIX = "mlflow:"
 DEFAULT_OBJECTIVES = "val/perplexity:min,val/polysemanticity/mean:min"
@@ -120,7 +120,10 @@ def load_source(
     s = str(spec)
     src = _from_mlflow(s, parent_run) if s.startswith(MLFLOW_PREFIX) else _from_dir(Path(s))
     if objectives:
-        src.objectives = parse_objectives(objectives)
+        try:
+            src.objectives = parse_objectives(objectives)
+        except ValueError as e:
+            raise SourceError(f"--objectives: {e}") from None
     return src
 
 
@@ -159,12 +162,21 @@ def _from_dir(d: Path) -> Source:
         )
     csv = d / "trials.csv"
     notes: list[str] = []
-    if csv.exists() and csv.stat().st_size > 0:
+    if csv.exists():
+        # the sweep writes trials.csv atomically, header included: an empty or id-less file is
+        # damage, not an experiment that has not started
+        if csv.stat().st_size == 0:
+            raise SourceError(f"SOURCE {d}: {csv} is empty (0 bytes), not a trial table")
         try:
             # ids are hex strings: "1234e567" must not become a float (or "00ab12" lose zeros)
             df = pd.read_csv(csv, dtype={c: str for c in ID_COLUMNS})
-        except pd.errors.EmptyDataError:
-            df = pd.DataFrame(columns=["trial_id", "config_id", "status", "seed"])
+        except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as e:
+            raise SourceError(f"SOURCE {d}: {csv} is unreadable ({str(e).splitlines()[0]})") \
+                from None
+        missing = [c for c in ("trial_id", "status") if c not in df.columns]
+        if missing:
+            raise SourceError(f"SOURCE {d}: {csv} has no {missing[0]} column (not a tti_ray "
+                              "trial table)")
     elif (d / "search_space.yaml").exists():
         df = pd.DataFrame(columns=["trial_id", "config_id", "status", "seed"])
         notes.append("no trials.csv yet: the sweep has not recorded any trial")
@@ -172,7 +184,7 @@ def _from_dir(d: Path) -> Source:
         raise SourceError(f"SOURCE {d}: no trials.csv (not an experiment directory)")
     space_file = d / "search_space.yaml"
     if space_file.exists():
-        raw = yaml.safe_load(space_file.read_text()) or {}
+        raw = read_yaml(space_file)
         params, objs, expected, log = _space_info(raw)
         name = raw.get("name") or d.name
     else:
@@ -317,7 +329,7 @@ def _from_mlflow(spec: str, parent_run: str | None) -> Source:
         notes.append("no sweep (parent) run found: reading every trial run of the experiment")
 
     text = _read_artifact(client, parent.info.run_id, "search_space.yaml") if parent else None
-    space = (yaml.safe_load(text) or {}) if text else None
+    space = parse_yaml(text, f"{spec} search_space.yaml") if text else None
     searched_tags = [
         p.strip()
         for r in children

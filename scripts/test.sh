@@ -20,5 +20,7 @@ if ! command -v chromium >/dev/null 2>&1; then
     echo "chromium not found and not root: browser tests will be skipped" >&2
   fi
 fi
-ray stop --force >/dev/null 2>&1 || true
+# No `ray stop` here: it would stop every Ray instance on the machine, a user's live sweep
+# included. Each test session starts Ray only in its own temp dir (tests/conftest.py sets
+# RAY_TMPDIR and drops RAY_ADDRESS) and stops only what it started.
 exec python -m pytest -q -ra "$@"

@@ -12,6 +12,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import random  # noqa: E402
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -42,6 +44,32 @@ def _token_cache(tmp_path_factory):
     if "TTI_RAY_CACHE" not in os.environ:
         os.environ["TTI_RAY_CACHE"] = str(tmp_path_factory.mktemp("tti_cache"))
     yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _own_ray():
+    """Every Ray this session starts (in-process or in the CLIs it runs) lives in a temp dir of
+    its own and never attaches to a Ray already running on the machine: ``RAY_ADDRESS`` is
+    dropped, ``RAY_TMPDIR`` points here, and the sweep starts local Ray with
+    ``address="local"``. Nothing here stops another Ray (no ``ray stop``)."""
+    saved = {k: os.environ.get(k) for k in ("RAY_ADDRESS", "RAY_TMPDIR")}
+    os.environ.pop("RAY_ADDRESS", None)
+    tmp = tempfile.mkdtemp(prefix="tti_rt_", dir="/tmp")  # short: Ray's socket paths
+    os.environ["RAY_TMPDIR"] = tmp
+    yield tmp
+    try:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
+    except ImportError:
+        pass
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 @pytest.fixture

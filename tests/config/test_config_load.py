@@ -250,3 +250,34 @@ def test_to_dict_round_trips(tmp_path, dummy_intervention):
     cfg = load_config(raw={"interventions": {"dummy": {"coef": 0.5}}, "train": {"lr": 1e-4}})
     again = load_config(_write(tmp_path, cfg.to_dict()))
     assert again == cfg
+
+
+# -- issue 22: the YAML loader refuses duplicate keys and undecodable files ---------------------------
+def test_duplicate_keys_are_refused_with_both_lines(tmp_path):
+    import pytest
+
+    from tti_ray.config import ConfigError, read_yaml
+
+    p = tmp_path / "c.yaml"
+    p.write_text("train:\n  steps: 4\nmodel: {n_layer: 1}\ntrain:\n  lr: 0.1\n")
+    with pytest.raises(ConfigError, match=r"line 4.*duplicate key 'train' \(first at line 1\)"):
+        read_yaml(p)
+
+
+def test_merge_keys_may_be_overridden(tmp_path):
+    from tti_ray.config import read_yaml
+
+    p = tmp_path / "c.yaml"
+    p.write_text("a: &x {b: 1, c: 2}\nd:\n  <<: *x\n  b: 3\n")
+    assert read_yaml(p) == {"a": {"b": 1, "c": 2}, "d": {"b": 3, "c": 2}}
+
+
+def test_non_utf8_file_is_one_line(tmp_path):
+    import pytest
+
+    from tti_ray.config import ConfigError, read_yaml
+
+    p = tmp_path / "c.yaml"
+    p.write_bytes(b"name: caf\xe9\n")
+    with pytest.raises(ConfigError, match=r"not UTF-8 text \(byte 0xe9 at offset 9\)"):
+        read_yaml(p)

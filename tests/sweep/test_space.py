@@ -61,3 +61,53 @@ def test_set_overrides_and_grid_points(tmp_path):
     assert space.n_configs() == 3 and space.n_trials() == 6
     ids = {config_id(p) for p in space.grid_points()}
     assert len(ids) == 3
+
+
+# -- issue 22: validation completes the plan -----------------------------------------------------------
+def test_set_errors_blame_the_flag_not_the_file(tmp_path):
+    import pytest
+    import yaml as _yaml
+
+    from tti_ray.config import ConfigError
+    from tti_ray.sweep.space import load_search_space
+
+    p = tmp_path / "s.yaml"
+    p.write_text(_yaml.safe_dump({"name": "s", "parameters": {"train.lr": {"values": [0.001]}}}))
+    with pytest.raises(ConfigError, match=r"^--set budget.trials=0: budget.trials"):
+        load_search_space(p, ["budget.trials=0"])
+    with pytest.raises(ConfigError, match=r"^--set base.model.n_head=3: base: model"):
+        load_search_space(p, ["base.model.n_head=3"])
+    with pytest.raises(ConfigError, match=rf"^{p}: budget.trials"):  # the file's own error
+        p.write_text(_yaml.safe_dump({"name": "s", "budget": {"trials": 0},
+                                      "parameters": {"train.lr": {"values": [0.001]}}}))
+        load_search_space(p, ["concurrency=1"])
+
+
+def test_a_large_choice_is_checked_value_by_value_quickly(tmp_path):
+    import time
+
+    import pytest
+    import yaml as _yaml
+
+    from tti_ray.config import ConfigError
+    from tti_ray.sweep.space import MAX_VALUES, load_search_space
+
+    values = list(range(MAX_VALUES - 1)) + [-5]  # the bad one last: every value is looked at
+    p = tmp_path / "s.yaml"
+    p.write_text(_yaml.safe_dump({"name": "s", "parameters": {"train.seed": {"values": values}}}))
+    t0 = time.perf_counter()
+    with pytest.raises(ConfigError, match="parameters.train.seed"):
+        load_search_space(p)
+    assert time.perf_counter() - t0 < 5.0  # was ~1.5 ms a value (15 s here)
+
+
+def test_int_bounds_are_never_truncated():
+    import pytest
+    from pydantic import ValidationError
+
+    from tti_ray.sweep.space import Parameter
+
+    with pytest.raises(ValidationError, match="int bounds must be integers"):
+        Parameter(distribution="int", low=1.5, high=4.7)
+    p = Parameter(distribution="int", low=2.0, high=8.0, step=2.0)
+    assert p.optuna_distribution().step == 2 and p.extremes() == [2, 8]

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import optuna
 import pandas as pd
@@ -67,6 +68,19 @@ def _finished_ids(out):
     return {k for k, r in rows.items() if r["status"] == "finished"}
 
 
+def _kill_session(sid: int) -> None:
+    """SIGKILL what is left of a killed driver's session (Ray processes that moved to a
+    process group of their own), and nothing else."""
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit():
+            continue
+        try:
+            if os.getsid(int(p.name)) == sid:
+                os.kill(int(p.name), signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            continue
+
+
 def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path):
     space = write_space(tmp_path / "space.yaml", budget={"trials": 4}, concurrency=1)
     out = tmp_path / "exp"
@@ -84,7 +98,7 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path):
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray it started
         proc.wait()
-    subprocess.run(["ray", "stop", "--force"], capture_output=True)
+    _kill_session(proc.pid)  # not `ray stop`: that would stop every Ray on the machine
 
     r = run_sweep_cli(str(space), "--out", str(out), "--resume")
     assert r.returncode == 0, r.stderr[-3000:]

@@ -17,14 +17,40 @@ from pydantic import ValidationError
 from tti_ray.config.schema import RunConfig
 
 PRESET_DIR = Path(__file__).parent / "presets"
+MAX_YAML_BYTES = 64 * 2**20
 
 
 class ConfigError(ValueError):
     """A bad config file, key, value or flag. The message is one line naming file and key."""
 
 
-class _Loader(yaml.SafeLoader):
-    """SafeLoader that also reads ``1e-3`` as a float (YAML 1.1 wants ``1.0e-3``)."""
+class DuplicateKeyError(yaml.constructor.ConstructorError):
+    """A mapping that names the same key twice (PyYAML would keep the last one silently)."""
+
+
+class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml's parser when built
+    """SafeLoader that also reads ``1e-3`` as a float (YAML 1.1 wants ``1.0e-3``) and refuses
+    duplicate keys in a mapping: the last one would otherwise win and, for a mapping value,
+    replace the whole earlier section."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, Any] = {}
+            for key_node, _ in node.value:  # explicit keys only: they may override a merge (<<)
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.setdefault(key, key_node)
+                except TypeError:
+                    continue  # an unhashable key: the base constructor reports it
+                if first is not key_node:
+                    raise DuplicateKeyError(
+                        None, None,
+                        f"duplicate key {key!r} (first at line {first.start_mark.line + 1})",
+                        key_node.start_mark,
+                    )
+        return super().construct_mapping(node, deep=deep)
 
 
 _Loader.add_implicit_resolver(
@@ -45,9 +71,21 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     """Parse a YAML mapping safely (no Python tags); errors name the file."""
     path = Path(path)
     try:
-        text = path.read_text()
+        if path.is_dir():
+            raise ConfigError(f"{path}: is a directory, not a YAML file")
+        if path.exists() and path.stat().st_size > MAX_YAML_BYTES:
+            raise ConfigError(f"{path}: larger than {MAX_YAML_BYTES // 2**20} MiB")
+        text = path.read_bytes().decode("utf-8")
     except OSError as e:
         raise ConfigError(f"{path}: cannot read file ({e.strerror or e})") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.object[e.start]:#04x} at offset "
+                          f"{e.start})") from None
+    return parse_yaml(text, path)
+
+
+def parse_yaml(text: str, path: str | Path) -> dict[str, Any]:
+    """Parse YAML text read from ``path`` (for messages) as :func:`read_yaml` does."""
     try:
         data = yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
     except yaml.YAMLError as e:
@@ -153,6 +191,8 @@ def format_validation_error(err: ValidationError, source: str) -> str:
     msg = msg.removeprefix("Value error, ")
     more = len(err.errors()) - 1
     tail = f" (and {more} more error{'s' if more > 1 else ''})" if more else ""
+    if not loc and re.match(r"[\w.\[\]]+: ", msg):  # a model-level check names its own key
+        return f"{source}: {msg}{tail}"
     return f"{source}: {loc or '<top>'}: {msg}{tail}"
 
 

@@ -57,3 +57,16 @@ def eval_blocks(stream: np.ndarray, seq_len: int, count: int) -> torch.Tensor:
     """The first ``count`` blocks of a stream (fixed eval sample), ``[count, S + 1]``."""
     count = min(count, n_blocks(stream, seq_len))
     return torch.from_numpy(np.stack([block(stream, i, seq_len) for i in range(count)]))
+
+
+def require_blocks(train: np.ndarray, valid: np.ndarray, seq_len: int) -> None:
+    """Both splits must hold at least one block: checked before a run writes anything, so a
+    corpus that is too short is a one-line ``DataError``, not a crash in the sampler."""
+    from tti_ray.data.tokens import DataError
+
+    for split, stream in (("train", train), ("validation", valid)):
+        if n_blocks(stream, seq_len) == 0:
+            raise DataError(
+                f"data: the {split} split has {len(stream)} tokens, fewer than one block "
+                f"(model.seq_len + 1 = {seq_len + 1}); use more data or a shorter model.seq_len"
+            )

@@ -12,12 +12,15 @@ import json
 import sys
 from pathlib import Path
 
-from tti_ray.cli import UsageError, die, fail_on_user_errors
+from tti_ray.cli import OneLineParser, UsageError, fail_on_user_errors, positive_int
 from tti_ray.tracking.config import add_tracking_args
+
+PROG = "tti_ray.sweep"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m tti_ray.sweep", description=__doc__.split("\n")[0])
+    p = OneLineParser(prog="python -m tti_ray.sweep", description=__doc__.split("\n")[0],
+                      short_prog=PROG)
     p.add_argument("search_space", help="search-space YAML (e.g. search_spaces/anti_poly.yaml)")
     p.add_argument("--out", type=Path, help="experiment directory (default experiments/<name>)")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
@@ -25,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "base.train.steps=200 (repeatable)")
     p.add_argument("--preset", help="rebase the base run config on this preset (tiny, paper)")
     p.add_argument("--address", help="Ray cluster address (e.g. auto); default: start a local Ray")
-    p.add_argument("--num-cpus", type=int, help="CPUs for the local Ray (default: all)")
+    p.add_argument("--num-cpus", type=positive_int, help="CPUs for the local Ray (default: all)")
     p.add_argument("--storage", help="Tune storage (local dir or s3://bucket/prefix); "
                                      "default: the experiment directory")
     add_tracking_args(p, default="sqlite:///<out>/mlflow.db, artifacts in <out>/mlartifacts")
@@ -35,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue an interrupted sweep")
     p.add_argument("--dry-run", action="store_true",
                    help="print the resolved plan (configs, resources, storage) and exit")
+    p.add_argument("--skip-resource-check", action="store_true",
+                   help="do not refuse trials larger than the cluster's nodes (an autoscaling "
+                        "cluster that adds nodes on demand)")
     return p
 
 
@@ -61,8 +67,23 @@ def _print_front(result: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    prog = "tti_ray.sweep"
-    with fail_on_user_errors(prog):
+    from tti_ray.sweep.signals import SweepInterrupted
+
+    try:
+        return _main(args)
+    except SweepInterrupted as e:
+        print(f"{PROG}: interrupted; continue with --resume", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; continue with --resume", file=sys.stderr)
+        return 130
+
+
+def _main(args: argparse.Namespace) -> int:
+    with fail_on_user_errors(PROG):
+        from tti_ray.sweep.preflight import check_resources, check_storage, check_writable
+        from tti_ray.sweep.preflight import is_uri, local_nodes, local_where, parse_address
+        from tti_ray.sweep.resume import check_space_unchanged
         from tti_ray.sweep.runner import plan_sweep, run_sweep
         from tti_ray.sweep.space import load_search_space
 
@@ -72,15 +93,30 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError("--resume continues the sweep as it was planned: drop --set/--preset")
         space = load_search_space(args.search_space, args.sets, preset=args.preset)
         if args.resume:  # continue the sweep as it was planned, not as the file reads now
-            saved = (args.out or Path("experiments") / space.name) / "search_space.yaml"
+            exp = args.out or Path("experiments") / space.name
+            check_space_unchanged(exp, args.search_space)
+            saved = exp / "search_space.yaml"
             if saved.exists():
                 space = load_search_space(saved)
         plan = plan_sweep(space, args.out, storage=args.storage, address=args.address,
                           resume=args.resume, tracking_uri=args.tracking_uri,
                           artifact_store=args.artifact_store, track=not args.no_tracking)
         plan.wait_sae = not args.no_wait_sae
+        plan.check_resources = not args.skip_resource_check
+        plan.origin = {"source": str(args.search_space), "sets": list(args.sets),
+                       "preset": args.preset}
         if args.dry_run:
-            print(json.dumps(plan.describe(), indent=2, default=str))
+            check_writable(plan.exp_dir)
+            if not is_uri(plan.storage):
+                check_storage(plan.storage)
+            described = plan.describe()
+            if args.address:
+                parse_address(args.address)
+                described["resource_check"] = "against the cluster when the sweep connects"
+            elif plan.check_resources:
+                check_resources(space, local_nodes(args.num_cpus), local_where(args.num_cpus))
+                described["resource_check"] = f"fits {local_where(args.num_cpus)}"
+            print(json.dumps(described, indent=2, default=str))
             return 0
         result = run_sweep(plan, num_cpus=args.num_cpus)
     _print_front(result)
@@ -91,7 +127,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        die("tti_ray.sweep", "interrupted; continue with --resume")
+    sys.exit(main())

@@ -14,10 +14,8 @@ Experiment directory (``--out``, default ``experiments/<name>``)::
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +25,21 @@ import yaml
 
 from tti_ray.cli import UsageError
 from tti_ray.io import atomic_write_text
+from tti_ray.lock import DirLock
+from tti_ray.sweep.preflight import (
+    check_data,
+    check_resources,
+    check_storage,
+    check_writable,
+    init_ray,
+    is_uri,
+    local_nodes,
+    local_where,
+    ray_nodes,
+)
+from tti_ray.sweep.preflight import token_auth_like_auto as _token_auth_like_auto  # noqa: F401
+from tti_ray.sweep.resume import check_restorable, write_meta
+from tti_ray.sweep.signals import Interrupts
 from tti_ray.sweep.space import SearchSpace
 
 TUNE_NAME = "tune"
@@ -44,6 +57,8 @@ class SweepPlan:
     threads: int | None
     wait_sae: bool = True
     tracking: Any = None  # tti_ray.tracking.TrackingConfig, or None for --no-tracking
+    check_resources: bool = True  # False: --skip-resource-check (autoscaling clusters)
+    origin: dict[str, Any] | None = None  # how the space was made (file, --set, --preset)
 
     def describe(self) -> dict[str, Any]:
         s = self.space
@@ -70,70 +85,17 @@ class SweepPlan:
         }
 
 
-def is_uri(path: str) -> bool:
-    return "://" in path
-
-
-def check_writable(exp_dir: Path) -> None:
-    """Fail before any trial starts if the experiment directory cannot be written (probed in
-    the nearest existing ancestor, so a failed check creates nothing)."""
-    probe_dir = exp_dir
-    while not probe_dir.exists() and probe_dir != probe_dir.parent:
-        probe_dir = probe_dir.parent
-    if not probe_dir.is_dir():
-        raise UsageError(f"--out: {probe_dir} is not a directory")
-    try:
-        probe = probe_dir / f".tti_ray_write_probe_{uuid.uuid4().hex}"
-        with probe.open("wb") as f:
-            f.write(b"\0" * 65536)
-            f.flush()
-            os.fsync(f.fileno())
-        probe.unlink()
-    except OSError as e:
-        raise UsageError(
-            f"--out: experiment directory {exp_dir} is not writable ({e.strerror})"
-        ) from None
-    free = shutil.disk_usage(probe_dir).free
-    if free < 50 * 2**20:
-        raise UsageError(f"--out: only {free // 2**20} MiB free at {exp_dir} (need ≥ 50 MiB)")
-
-
-def check_storage(storage: str) -> None:
-    """An ``s3://`` Tune storage must exist and take writes with the credentials at hand."""
-    if storage.startswith("s3://"):
-        from tti_ray.tracking.config import check_s3
-
-        endpoint = os.environ.get("MLFLOW_S3_ENDPOINT_URL")
-        if endpoint and not os.environ.get("AWS_ENDPOINT_URL"):
-            os.environ["AWS_ENDPOINT_URL"] = endpoint  # pyarrow (Tune) reads this one
-        check_s3(storage, f"--storage {storage}")
-    elif is_uri(storage) and not storage.startswith(("gs://", "file://", "hdfs://")):
-        raise UsageError(f"--storage {storage}: unsupported scheme (local path, s3://, gs://)")
-
-
-def check_data(space: SearchSpace) -> None:
-    """Tokenize (or find cached) the base run's data on the driver: a dataset or tokenizer
-    that cannot be loaded is an error before any trial starts, and local trials start warm."""
-    from tti_ray.data import DataError, load_tokens
-
-    cfg = space.run_config({})
-    if cfg.workload != "lm":
-        return
-    try:
-        load_tokens(cfg.data)
-    except DataError as e:
-        raise DataError(f"base.{e}") from None
-
-
-def preflight(plan: SweepPlan) -> None:
+def preflight(plan: SweepPlan, num_cpus: int | None = None) -> None:
+    """Everything that can be checked before the experiment directory is touched."""
     if not plan.resume:
         from tti_ray.sweep.searcher import check_new_study
 
         check_new_study(plan.study_url, plan.space.name)
-    check_data(plan.space)
-    if is_uri(plan.storage):
-        check_storage(plan.storage)
     check_writable(plan.exp_dir)
+    check_storage(plan.storage)
+    check_data(plan.space)
+    if plan.check_resources and not plan.address:
+        check_resources(plan.space, local_nodes(num_cpus), local_where(num_cpus))
 
 
 def plan_sweep(
@@ -162,50 +124,6 @@ def plan_sweep(
                                   tracking_uri=tracking_uri, artifact_store=artifact_store,
                                   enabled=track, resume=resume),
     )
-
-
-def tune_state_exists(plan: SweepPlan) -> bool:
-    from ray.tune import Tuner
-
-    return Tuner.can_restore(f"{plan.storage}/{TUNE_NAME}")
-
-
-def _init_ray(address: str | None, num_cpus: int | None) -> None:
-    import ray
-
-    if ray.is_initialized():
-        return
-    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    # save Tune's experiment state at least every 5 s (Ray's default backs off to ≥ 10 s)
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "5")
-    # intermediate results may lack an objective (checkpoint-only steps, SAE metrics that come
-    # at the end): objectives are checked against reported metric names at load time instead
-    os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
-    kwargs: dict[str, Any] = {"logging_level": "WARNING", "log_to_driver": True}
-    if address:
-        _token_auth_like_auto()
-        ray.init(address=address, **kwargs)
-    else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, **kwargs)
-
-
-def _token_auth_like_auto() -> None:
-    """Ray ≥ 2.5x turns token authentication on for ``ray start`` and ``--address auto`` when a
-    token exists (``~/.ray/auth_token``, ``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH``), but never
-    for an explicit ``host:port``: the connection is then refused. Do what ``auto`` does (a token
-    sent to a cluster without authentication is ignored); an explicit ``RAY_AUTH_MODE`` wins."""
-    if "RAY_AUTH_MODE" in os.environ:
-        return
-    if (os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
-            or (Path.home() / ".ray" / "auth_token").exists()):
-        os.environ["RAY_AUTH_MODE"] = "token"
-        try:  # Ray caches its config at import: re-read it, as Ray's own auto path does
-            from ray._raylet import Config
-
-            Config.initialize("")
-        except (ImportError, AttributeError):
-            pass
 
 
 def write_outputs(space: SearchSpace, exp_dir: Path, df: pd.DataFrame) -> dict[str, Any]:
@@ -317,38 +235,72 @@ def _trial_name(trial: Any) -> str:
 
 
 def run_sweep(plan: SweepPlan, num_cpus: int | None = None) -> dict[str, Any]:
-    """Start or resume the sweep and block until it ends; return the outputs."""
+    """Start or resume the sweep and block until it ends; return the outputs. A SIGINT or
+    SIGTERM ends it early: tables written as they are, MLflow runs KILLED, then
+    :class:`~tti_ray.sweep.signals.SweepInterrupted`."""
+    space, exp_dir = plan.space, plan.exp_dir
+    preflight(plan, num_cpus)  # data, storage, directory, resources: before anything exists
+    created = not exp_dir.exists()
+    exp_dir.mkdir(parents=True, exist_ok=True)
+    lock = DirLock(exp_dir, flag="--out")
+    try:  # held until this function returns; the kernel drops it if the driver dies
+        lock.acquire()
+        if lock.stale:
+            print(f"[tti_ray.sweep] note: took over the lock that a dead process left "
+                  f"({lock.stale})", file=sys.stderr)
+        with Interrupts() as irq:
+            try:
+                tracker = _start(plan, num_cpus, irq)
+            except BaseException:
+                if created:  # a failed start leaves nothing behind
+                    shutil.rmtree(exp_dir, ignore_errors=True)
+                raise
+            return _run(plan, tracker, irq)
+    finally:
+        lock.release()
+
+
+def _start(plan: SweepPlan, num_cpus: int | None, irq: Interrupts) -> Any:
+    """Under the lock: what the directory holds, Ray, the cluster's resources, tracking."""
+    from tti_ray.tracking import start_sweep_tracking
+
+    space, exp_dir = plan.space, plan.exp_dir
+    if plan.resume:
+        check_restorable(f"{plan.storage}/{TUNE_NAME}", exp_dir, space)
+    elif (exp_dir / "trials_state.json").exists():
+        raise UsageError(
+            f"--out: {exp_dir} already holds a sweep; pass --resume to continue it or choose "
+            "another --out"
+        )
+    tracker = start_sweep_tracking(plan.tracking, exp_dir, space, plan.resume)  # preflight
+    try:
+        init_ray(plan.address, num_cpus)
+        irq.reinstall()
+        if plan.check_resources:
+            where = f"the Ray cluster at {plan.address}" if plan.address else local_where(num_cpus)
+            check_resources(space, ray_nodes(), where)
+    except BaseException:
+        if tracker:
+            tracker.close("FAILED")
+        raise
+    (exp_dir / "search_space.yaml").write_text(
+        yaml.safe_dump(space.model_dump(mode="json"), sort_keys=False)
+    )
+    if not plan.resume:
+        write_meta(exp_dir, space, plan.origin)
+    return tracker
+
+
+def _run(plan: SweepPlan, tracker: Any, irq: Interrupts) -> dict[str, Any]:
     from ray import tune
 
     from tti_ray.sweep.scheduler import MOASHAScheduler
     from tti_ray.sweep.searcher import make_searcher
     from tti_ray.sweep.table import TrialTable
     from tti_ray.sweep.trainable import run_trial
-    from tti_ray.tracking import start_sweep_tracking, update_sweep_tracking
+    from tti_ray.tracking import update_sweep_tracking
 
-    space, exp_dir = plan.space, plan.exp_dir
-    preflight(plan)  # data, storage, experiment dir: fail before anything is created
-    resuming = plan.resume
-    if resuming and not tune_state_exists(plan):
-        raise UsageError(f"--resume: no sweep to resume at {plan.storage}/{TUNE_NAME}")
-    if not resuming and (exp_dir / "trials_state.json").exists():
-        raise UsageError(
-            f"--out: {exp_dir} already holds a sweep; pass --resume to continue it or choose "
-            "another --out"
-        )
-    created = not exp_dir.exists()
-    exp_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        tracker = start_sweep_tracking(plan.tracking, exp_dir, space, resuming)  # preflight
-    except UsageError:
-        if created:  # a failed preflight leaves nothing behind
-            shutil.rmtree(exp_dir, ignore_errors=True)
-        raise
-    (exp_dir / "search_space.yaml").write_text(
-        yaml.safe_dump(space.model_dump(mode="json"), sort_keys=False)
-    )
-    _init_ray(plan.address, num_cpus)
-
+    space, exp_dir, resuming = plan.space, plan.exp_dir, plan.resume
     base_cfg = space.run_config({})
     base_seed = base_cfg.train.seed
     max_steps = base_cfg.train.steps
@@ -450,7 +402,7 @@ def run_sweep(plan: SweepPlan, num_cpus: int | None = None) -> dict[str, Any]:
         if tracker:
             tracker.close()
         raise
-    if sae_trigger is not None and plan.wait_sae:
+    if sae_trigger is not None and plan.wait_sae and irq.signum is None:
         sae_trigger.wait()
     table.load()
     df = table.frame()
@@ -460,7 +412,8 @@ def run_sweep(plan: SweepPlan, num_cpus: int | None = None) -> dict[str, Any]:
 
         set_study_reference(plan.study_url, space.name, out["hypervolume"])
     if tracker:
-        tracker.finish(df)
+        tracker.finish(df, status="KILLED" if irq.signum else "FINISHED")
+    irq.raise_if_interrupted()
     n_finished = int((df["status"] == "finished").sum()) if len(df) else 0
     return {"trials": df, "parameters": list(space.parameters), "objectives": space.metrics,
             "n_finished": n_finished, **out}

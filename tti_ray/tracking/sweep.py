@@ -197,6 +197,8 @@ class SweepTracker:
             warn(f"replay of spooled tracking calls failed: {_short(e)}")
             pending = [self.exp_dir]
         self._sync(df)
+        if status != "FINISHED":
+            self._kill_running_children()
         tag = "finished" if status == "FINISHED" else "interrupted"
         self.client.log_batch(self.parent_run_id, tags={STATUS: tag})
         self.client.set_terminated(self.parent_run_id, status)
@@ -206,6 +208,22 @@ class SweepTracker:
             warn(f"tracking store {self.tc.tracking_uri} did not take every call; the local "
                  f"files in {self.exp_dir} are complete, and `python -m tti_ray.tracking replay "
                  f"{self.exp_dir}` uploads the rest when it is back")
+
+    def _kill_running_children(self) -> None:
+        """An interrupted sweep: trials that were running end KILLED, not RUNNING forever."""
+        try:
+            children = self.client.client.search_runs(
+                [self.experiment_id],
+                filter_string=f"tags.`mlflow.parentRunId` = '{self.parent_run_id}' and "
+                              "attributes.status = 'RUNNING'",
+                max_results=5000,
+            )
+        except Exception as e:  # noqa: BLE001 - the local files are complete regardless
+            warn(f"could not mark the running trials' MLflow runs KILLED: {_short(e)}")
+            return
+        for run in children:
+            self.client.log_batch(run.info.run_id, tags={STATUS: "interrupted"})
+            self.client.set_terminated(run.info.run_id, "KILLED")
 
     def close(self, status: str = "KILLED") -> None:
         """The driver is going down (Ctrl-C, crash): end the parent without waiting."""

@@ -146,6 +146,19 @@ def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path}: unreadable safetensors file ({e})") from None
 
 
+def read_train_state(directory: Path) -> dict[str, Any]:
+    """``train_state.json`` as written by :func:`save_checkpoint`, or a one-line error."""
+    path = directory / "train_state.json"
+    try:
+        state = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path}: unreadable ({str(e).splitlines()[0][:160]})") from None
+    step = state.get("step") if isinstance(state, dict) else None
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        raise CheckpointError(f"{path}: not a train state (no step count)")
+    return state
+
+
 def load_weights(
     directory: Path, model: nn.Module, interventions: nn.Module
 ) -> None:
@@ -179,9 +192,15 @@ def load_train_state(
     directory: Path, optimizer: torch.optim.Optimizer
 ) -> dict[str, Any]:
     """Restore optimizer state and RNG; return ``train_state.json``."""
-    state = json.loads((directory / "train_state.json").read_text())
+    state = read_train_state(directory)
     tensors = _load_tensors(directory / "optimizer.safetensors")
-    optimizer.load_state_dict(_unflatten_optimizer(tensors, state["optimizer"]))
+    try:
+        optimizer.load_state_dict(_unflatten_optimizer(tensors, state["optimizer"]))
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise CheckpointError(
+            f"{directory / 'train_state.json'}: optimizer state does not fit this run "
+            f"({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''})"
+        ) from None
     set_rng_state(_load_tensors(directory / "rng.safetensors"))
     return state
 
@@ -219,5 +238,5 @@ def load_model(directory: str | Path, device: str | torch.device = "cpu") -> Loa
     ivs.to(device).eval()
     step = 0
     if (directory / "train_state.json").exists():
-        step = int(json.loads((directory / "train_state.json").read_text()).get("step", 0))
+        step = read_train_state(directory)["step"]
     return LoadedRun(model, ivs, cfg, tokens, step, directory)

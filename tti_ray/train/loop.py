@@ -23,6 +23,7 @@ from torch import nn
 
 from tti_ray.config import RunConfig
 from tti_ray.data import BlockSampler, load_tokens
+from tti_ray.data.batches import require_blocks
 from tti_ray.interventions import StepContext, build_interventions
 from tti_ray.interventions.registry import attach_all
 from tti_ray.model import build_model, capture
@@ -161,6 +162,7 @@ def train_run(
             f"({t.grad_accum} × {di.world})"
         )
     tokens = load_tokens(cfg.data)  # before anything is written: bad data leaves no run dir
+    require_blocks(tokens.train, tokens.valid, cfg.model.seq_len)
     files = RunFiles(Path(out_dir or f"runs/{cfg.name}"), enabled=di.rank == 0)
 
     torch.manual_seed(t.seed)
