@@ -11,7 +11,9 @@ PY=${PYTHON:-python3}
 . .venv/bin/activate
 python -m pip install -q --upgrade pip
 python -c "import torch" 2>/dev/null || python -m pip install -q torch==2.13.0
-python -m pip install -q -e ".[test]"
+# keep the torch build installed above (CPU or CUDA): the test extras must not replace it
+TORCH_PIN=$(python -c "import torch; print(torch.__version__.split('+')[0])")
+python -m pip install -q -c <(echo "torch==$TORCH_PIN") -e ".[test]"
 if ! command -v chromium >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing Debian chromium for the browser tests..."
