@@ -54,7 +54,8 @@ METRICS = {  # column -> metric name pattern ({site})
     "calibrated": "val/polysemanticity_calibrated/{site}/mean",
     "|cos|": "val/mean_abs_cosine/{site}/mean",
 }
-ABS = {"dead": "val/dead_fraction/{site}/mean", "monosemantic": "val/monosemantic_fraction/{site}/mean"}
+ABS = {"dead": "val/dead_fraction/{site}/mean",
+       "monosemantic": "val/monosemantic_fraction/{site}/mean"}
 POLY = ("seed metric", "live", "calibrated")
 
 

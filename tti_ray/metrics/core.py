@@ -154,7 +154,9 @@ def label_masses(
     With ``inv`` the index of each position's label among the distinct labels (U of them):
     ``mass[u, d] = Σ_{n: inv_n = u} |a_{n,d}|`` (as :func:`token_mass`) and
     ``null[p, u, d] = Σ_{n: inv_{π_p(n)} = u} |a_{n,d}|`` - neuron d's own activations with the
-    labels shuffled by the p-th permutation π_p (``perms[p]``). Returns (``[U, D]``, ``[P, U, D]``)."""
+    labels shuffled by the p-th permutation π_p (``perms[p]``).
+
+    Returns (``[U, D]``, ``[P, U, D]``)."""
     _, inverse = torch.unique(labels.reshape(-1), return_inverse=True)
     a = acts.reshape(inverse.numel(), -1).float().abs()
     u = int(inverse.max()) + 1 if inverse.numel() else 0

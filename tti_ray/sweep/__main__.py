@@ -81,8 +81,15 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(args: argparse.Namespace) -> int:
     with fail_on_user_errors(PROG):
-        from tti_ray.sweep.preflight import check_resources, check_storage, check_writable
-        from tti_ray.sweep.preflight import is_uri, local_nodes, local_where, parse_address
+        from tti_ray.sweep.preflight import (
+            check_resources,
+            check_storage,
+            check_writable,
+            is_uri,
+            local_nodes,
+            local_where,
+            parse_address,
+        )
         from tti_ray.sweep.resume import check_space_unchanged
         from tti_ray.sweep.runner import plan_sweep, run_sweep
         from tti_ray.sweep.space import load_search_space

@@ -25,8 +25,62 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pandas as pd
+from pydantic import Field, model_validator
+
+from tti_ray.config.schema import Section
 
 INF = float("inf")
+
+
+class Constraint(Section):
+    """One bound on a reported metric: exactly one of ``max``, ``min``,
+    ``max_ratio_to_baseline``, ``min_ratio_to_baseline`` (see :mod:`tti_ray.sweep.constraints`)."""
+
+    metric: str
+    max: float | None = None
+    min: float | None = None
+    max_ratio_to_baseline: float | None = Field(None, gt=0)
+    min_ratio_to_baseline: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> Constraint:
+        given = [k for k in ("max", "min", "max_ratio_to_baseline", "min_ratio_to_baseline")
+                 if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of max, min, max_ratio_to_baseline, "
+                             f"min_ratio_to_baseline (got {given or 'none'})")
+        v = getattr(self, given[0])
+        if not math.isfinite(v):
+            raise ValueError(f"{given[0]}: must be finite, got {v}")
+        return self
+
+    @property
+    def relative(self) -> bool:
+        return self.max_ratio_to_baseline is not None or self.min_ratio_to_baseline is not None
+
+    @property
+    def upper(self) -> bool:
+        """An upper bound (``max``/``max_ratio_to_baseline``)."""
+        return self.max is not None or self.max_ratio_to_baseline is not None
+
+    @property
+    def bound(self) -> float | None:
+        return self.max if self.max is not None else self.min
+
+    @property
+    def ratio(self) -> float:
+        r = self.max_ratio_to_baseline or self.min_ratio_to_baseline
+        assert r is not None
+        return r
+
+    def describe(self) -> str:
+        op = "<=" if self.upper else ">="
+        rhs = f"{self.ratio} x baseline" if self.relative else f"{self.bound}"
+        return f"{self.metric} {op} {rhs}"
+
+
+#: samplers that take Optuna's ``constraints_func``
+CONSTRAINED_SEARCHERS = ("tpe", "nsga2", "gp")
 
 
 def _finite(v: Any) -> bool:

@@ -238,7 +238,7 @@ def run_sweep(plan: SweepPlan, num_cpus: int | None = None) -> dict[str, Any]:
     """Start or resume the sweep and block until it ends; return the outputs. A SIGINT or
     SIGTERM ends it early: tables written as they are, MLflow runs KILLED, then
     :class:`~tti_ray.sweep.signals.SweepInterrupted`."""
-    space, exp_dir = plan.space, plan.exp_dir
+    exp_dir = plan.exp_dir
     preflight(plan, num_cpus)  # data, storage, directory, resources: before anything exists
     created = not exp_dir.exists()
     exp_dir.mkdir(parents=True, exist_ok=True)

@@ -6,8 +6,8 @@ rewrite) and regenerates ``trials.csv``, ``pareto.csv``/``pareto.json``, ``hyper
 disk, and a resumed one picks the table up again.
 
 ``trials.csv`` columns: ``trial_id``, ``config_id``, ``status`` (``finished``, ``diverged``,
-``early_stopped``, ``failed``, ``running``, ``pending``), ``seed``, ``feasible`` (every constraint of the
-search space met; True without constraints; empty while undecidable, see
+``early_stopped``, ``failed``, ``running``, ``pending``), ``seed``, ``feasible`` (every
+constraint of the search space met; True without constraints; empty while undecidable, see
 :mod:`tti_ray.sweep.constraints`), one column per searched
 parameter (its dotted config path), one per metric (named exactly as the metric),
 ``steps``, ``completed_at`` (order of completion), ``node_id``, ``checkpoint``, ``optuna_trial``
