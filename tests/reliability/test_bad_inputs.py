@@ -388,15 +388,19 @@ FLAG_CASES = {
                                         "--set budget.trials=null"),
     "address_without_port": (["--address", "127.0.0.1:notaport"], "--address"),
     "unsatisfiable_cpus": (["--set", "resources.cpus_per_worker=64", "--num-cpus", "2"],
-                           "resources.cpus_per_worker: a trial needs 64 CPU"),
+                           "--set resources.cpus_per_worker=64: resources.cpus_per_worker: a "
+                           "trial needs 64 CPU"),
     "unsatisfiable_gpu": (["--set", "resources.gpus_per_worker=1", "--num-cpus", "2"],
-                          "resources.gpus_per_worker: a trial needs 1 GPU"),
+                          "--set resources.gpus_per_worker=1: resources.gpus_per_worker: a trial "
+                          "needs 1 GPU"),
     "unsatisfiable_ddp_total": (["--set", "resources.workers=3", "--num-cpus", "2"],
-                                "resources.workers × resources.cpus_per_worker"),
+                                "--set resources.workers=3: resources.workers × "
+                                "resources.cpus_per_worker"),
     "unsatisfiable_custom_resource": (["--set", "resources.custom={tpu: 1}", "--num-cpus", "2"],
-                                      "resources.custom.tpu"),
+                                      "--set resources.custom={tpu: 1}: resources.custom.tpu"),
     "unsatisfiable_sae_eval_gpu": (["--set", "sae_eval={gpus: 1}", "--num-cpus", "2"],
-                                   "sae_eval.gpus: an SAE evaluation needs 1 GPU"),
+                                   "--set sae_eval={gpus: 1}: sae_eval.gpus: an SAE evaluation "
+                                   "needs 1 GPU"),
 }
 
 

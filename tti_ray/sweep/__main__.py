@@ -121,7 +121,8 @@ def _main(args: argparse.Namespace) -> int:
                 parse_address(args.address)
                 described["resource_check"] = "against the cluster when the sweep connects"
             elif plan.check_resources:
-                check_resources(space, local_nodes(args.num_cpus), local_where(args.num_cpus))
+                check_resources(space, local_nodes(args.num_cpus), local_where(args.num_cpus),
+                                args.sets)
                 described["resource_check"] = f"fits {local_where(args.num_cpus)}"
             print(json.dumps(described, indent=2, default=str))
             return 0

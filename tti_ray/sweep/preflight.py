@@ -104,8 +104,20 @@ def trial_demand(space: SearchSpace) -> tuple[list[dict[str, float]], dict[str, 
     return [{"CPU": DDP_DRIVER_CPU}] + [dict(worker) for _ in range(r.workers)], keys
 
 
-def check_resources(space: SearchSpace, nodes: list[dict[str, float]], where: str) -> None:
-    """Refuse (one line) a trial or SAE task that no node / the whole cluster can ever hold."""
+def _blamed(key: str, sets: list[str] | tuple[str, ...]) -> str:
+    """``key``, prefixed with the ``--set`` item that gave it a value, if one did."""
+    parts = [p.strip() for p in key.split("×")]  # "resources.workers × resources.cpus_per_worker"
+    for item in reversed(sets):
+        k = item.split("=", 1)[0].strip()
+        if any(p == k or p.startswith(k + ".") for p in parts):
+            return f"--set {item}: {key}"
+    return key
+
+
+def check_resources(space: SearchSpace, nodes: list[dict[str, float]], where: str,
+                    sets: list[str] | tuple[str, ...] = ()) -> None:
+    """Refuse (one line) a trial or SAE task that no node / the whole cluster can ever hold.
+    The message names the key, and the ``--set`` that gave it its value if one did."""
     bundles, keys = trial_demand(space)
     demands = [("a trial", bundles, keys)]
     if space.sae_eval is not None and space.sae_eval.enabled and not space.sae_inline:
@@ -125,14 +137,16 @@ def check_resources(space: SearchSpace, nodes: list[dict[str, float]], where: st
                 biggest = max((n.get(k, 0.0) for n in nodes), default=0.0)
                 if v > biggest + 1e-9:
                     raise UsageError(
-                        f"{ks.get(k, k)}: {what} needs {_fmt(v)} {k} on one node but the "
+                        f"{_blamed(ks.get(k, k), sets)}: {what} needs {_fmt(v)} {k} on one "
+                        "node but the "
                         f"largest node of {where} has {_fmt(biggest)} (it would wait forever; "
                         "--skip-resource-check if an autoscaler adds bigger nodes)"
                     )
         for k, v in need.items():
             if v > total.get(k, 0.0) + 1e-9:
                 raise UsageError(
-                    f"{ks.get(k, k)}: {what} needs {_fmt(v)} {k} in all but {where} has "
+                    f"{_blamed(ks.get(k, k), sets)}: {what} needs {_fmt(v)} {k} in all but "
+                    f"{where} has "
                     f"{_fmt(total.get(k, 0.0))} (it would wait forever; --skip-resource-check "
                     "if an autoscaler adds nodes)"
                 )

@@ -95,7 +95,8 @@ def preflight(plan: SweepPlan, num_cpus: int | None = None) -> None:
     check_storage(plan.storage)
     check_data(plan.space)
     if plan.check_resources and not plan.address:
-        check_resources(plan.space, local_nodes(num_cpus), local_where(num_cpus))
+        check_resources(plan.space, local_nodes(num_cpus), local_where(num_cpus),
+                        (plan.origin or {}).get("sets", ()))
 
 
 def plan_sweep(
@@ -278,7 +279,7 @@ def _start(plan: SweepPlan, num_cpus: int | None, irq: Interrupts) -> Any:
         irq.reinstall()
         if plan.check_resources:
             where = f"the Ray cluster at {plan.address}" if plan.address else local_where(num_cpus)
-            check_resources(space, ray_nodes(), where)
+            check_resources(space, ray_nodes(), where, (plan.origin or {}).get("sets", ()))
     except BaseException:
         if tracker:
             tracker.close("FAILED")
