@@ -87,10 +87,6 @@ class SweepPlan:
 
 def preflight(plan: SweepPlan, num_cpus: int | None = None) -> None:
     """Everything that can be checked before the experiment directory is touched."""
-    if not plan.resume:
-        from tti_ray.sweep.searcher import check_new_study
-
-        check_new_study(plan.study_url, plan.space.name)
     check_writable(plan.exp_dir)
     check_storage(plan.storage)
     check_data(plan.space)
@@ -273,6 +269,10 @@ def _start(plan: SweepPlan, num_cpus: int | None, irq: Interrupts) -> Any:
             f"--out: {exp_dir} already holds a sweep; pass --resume to continue it or choose "
             "another --out"
         )
+    if not plan.resume:  # under the lock: a live sweep into this --out is named first
+        from tti_ray.sweep.searcher import check_new_study
+
+        check_new_study(plan.study_url, space.name)
     tracker = start_sweep_tracking(plan.tracking, exp_dir, space, plan.resume)  # preflight
     try:
         init_ray(plan.address, num_cpus)
