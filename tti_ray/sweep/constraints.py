@@ -79,7 +79,7 @@ class Constraint(Section):
         return f"{self.metric} {op} {rhs}"
 
 
-#: samplers that take Optuna's ``constraints_func``
+#: searchers whose Optuna samplers read trials' constraint values (``FrozenTrial.constraints``)
 CONSTRAINED_SEARCHERS = ("tpe", "nsga2", "gp")
 
 

@@ -287,8 +287,8 @@ class SearchSpace(Section):
             return self
         if self.searcher.type not in CONSTRAINED_SEARCHERS:
             raise ValueError(
-                f"constraints: searcher {self.searcher.type!r} cannot use them (Optuna's "
-                f"constraints_func is taken by {', '.join(CONSTRAINED_SEARCHERS)} only)"
+                f"constraints: searcher {self.searcher.type!r} cannot use them (only Optuna's "
+                f"{', '.join(CONSTRAINED_SEARCHERS)} samplers read trials' constraint values)"
             )
         if any(c.relative for c in self.constraints) and self.baseline is None:
             raise ValueError("constraints: a *_ratio_to_baseline constraint needs a 'baseline' "
