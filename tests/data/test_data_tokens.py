@@ -12,8 +12,11 @@ from tti_ray.data import TextTokenizer, load_tokens, stories
 
 @pytest.fixture
 def small_cfg(tmp_path) -> DataConfig:
-    """200 training stories (full validation split) into a private cache dir."""
-    return DataConfig(max_train_stories=200, vocab_size=64, cache_dir=str(tmp_path / "cache"))
+    """GPT-2's BPE remapped to 64 ids, 200 training stories (full validation split), into a
+    private cache dir."""
+    return DataConfig(
+        tokenizer="gpt2", max_train_stories=200, vocab_size=64, cache_dir=str(tmp_path / "cache")
+    )
 
 
 def test_second_load_is_memory_mapped_and_does_no_tokenization(small_cfg, monkeypatch):
@@ -102,7 +105,7 @@ def test_full_vocabulary_is_identity(small_cfg):
     td = load_tokens(small_cfg.model_copy(update={"vocab_size": None, "max_train_stories": 20}))
     assert td.vocab_size == 50257 and td.eot_id == 50256
     assert np.array_equal(td.keep_ids, np.arange(50257))
-    tok = TextTokenizer(DataConfig())
+    tok = TextTokenizer("gpt2")
     first = stories(DataConfig(), "train")[0]
     ids = tok.encode_batch([first])[0]
     assert np.asarray(td.train[: len(ids) + 1]).tolist() == [*ids, 50256]
@@ -114,3 +117,27 @@ def test_bundled_train_and_valid_stories_are_disjoint():
     assert len(train) > 1000 and len(valid) > 100
     assert not set(train) & set(valid)
     assert stories(cfg.model_copy(update={"max_train_stories": 5}), "train") == train[:5]
+
+
+def test_bundled_bpe_is_rebuilt_bit_for_bit_from_the_train_split():
+    from tti_ray.data.text_tokenizer import BPE_FILE, train_tinystories_bpe
+
+    assert train_tinystories_bpe() == BPE_FILE.read_text(encoding="utf-8")
+
+
+def test_bundled_bpe_default_is_lossless_with_eot_last_and_no_remap(tmp_path):
+    cfg = DataConfig(cache_dir=str(tmp_path / "cache"))  # the tiny preset's tokenizer and size
+    assert cfg.tokenizer == "tinystories-bpe" and cfg.vocab_size == 8192
+    tok = TextTokenizer(cfg)
+    assert tok.size == 8192 and tok.eot_id == 8191
+    td = load_tokens(cfg)
+    assert td.vocab_size == 8192 and td.eot_id == 8191
+    assert np.array_equal(td.keep_ids, np.arange(8192))  # the model's ids are the tokenizer's
+    valid = stories(cfg, "valid")
+    enc = tok.encode_batch(valid)
+    assert np.asarray(td.valid).tolist() == [i for ids in enc for i in (*ids, 8191)]
+    # byte-level: every validation story decodes back exactly (no UNK, unlike the GPT-2 remap)
+    decoded = ["".join(tok.decode_ids(ids)) for ids in enc[:50]]
+    assert decoded == valid[:50]
+    assert tok._tok.decode(enc[-1]) == valid[-1]
+    assert 8191 not in {i for ids in enc for i in ids}

@@ -35,10 +35,9 @@ def batch():
 
 @pytest.fixture(scope="session")
 def gpt2_tokenizer():
-    from tti_ray.config import DataConfig
     from tti_ray.data.tokens import TextTokenizer
 
-    return TextTokenizer(DataConfig())
+    return TextTokenizer("gpt2")
 
 
 @pytest.fixture

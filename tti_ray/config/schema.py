@@ -78,10 +78,13 @@ class DataConfig(Section):
 
     ``source: bundled`` reads the TinyStories sample shipped in the package (offline default);
     ``source: hf`` streams ``hf_dataset`` through ``datasets.load_dataset`` (needs the hub or a
-    local HF cache). ``tokenizer: gpt2`` is OpenAI's GPT-2 BPE shipped in the package;
-    ``hf:<name>`` loads any tokenizer with ``transformers.AutoTokenizer``. ``vocab_size`` remaps
-    the tokenizer's ids to the N-1 most frequent training ids plus one UNK id (the LM head
-    dominates a tiny model); ``null`` keeps the full vocabulary.
+    local HF cache). ``tokenizer: tinystories-bpe`` is a byte-level BPE with 8,192 ids trained on the
+    bundled sample (the tiny preset's), ``gpt2`` OpenAI's GPT-2 BPE (50,257 ids, the seed's and
+    the paper preset's), both shipped in the package; ``hf:<name>`` loads any tokenizer with
+    ``transformers.AutoTokenizer``. A ``vocab_size`` below the tokenizer's size remaps its ids to
+    the N-1 most frequent training ids plus one UNK id (how the tiny preset used GPT-2's BPE
+    before it had its own; such checkpoints ship no HF tokenizer); ``null`` or a size at least
+    the tokenizer's keeps its ids.
     """
 
     source: Literal["bundled", "hf"] = "bundled"
@@ -90,15 +93,17 @@ class DataConfig(Section):
     hf_train_split: str = "train"
     hf_valid_split: str = "validation"
     max_train_stories: int | None = Field(None, ge=1)
-    tokenizer: str = "gpt2"
+    tokenizer: str = "tinystories-bpe"
     vocab_size: int | None = Field(8192, ge=16)
     cache_dir: str | None = None
 
     @field_validator("tokenizer")
     @classmethod
     def _tokenizer_form(cls, v: str) -> str:
-        if v != "gpt2" and not (v.startswith("hf:") and len(v) > 3):
-            raise ValueError("must be 'gpt2' (bundled) or 'hf:<hub name or local path>'")
+        if v not in ("tinystories-bpe", "gpt2") and not (v.startswith("hf:") and len(v) > 3):
+            raise ValueError(
+                "must be 'tinystories-bpe' or 'gpt2' (bundled) or 'hf:<hub name or local path>'"
+            )
         return v
 
 

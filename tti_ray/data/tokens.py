@@ -2,22 +2,23 @@
 
 * Text: the bundled TinyStories sample (``assets/tinystories``, offline default) or any HF dataset
   via ``datasets.load_dataset`` (``data.source: hf``).
-* Tokenizer: OpenAI's GPT-2 BPE from the bundled ``vocab.json``/``merges.txt`` (the seed
-  experiments' tokenizer, loaded offline with HF ``tokenizers``), or ``hf:<name>`` via
+* Tokenizer (:mod:`tti_ray.data.text_tokenizer`): the bundled TinyStories byte-level BPE
+  (``tinystories-bpe``, 8,192 ids, the tiny preset's), OpenAI's GPT-2 BPE (``gpt2``, the seed
+  experiments' and the paper preset's), both offline, or ``hf:<name>`` via
   ``transformers.AutoTokenizer``.
-* Vocabulary remap (``data.vocab_size``): the tokenizer ids are mapped to the ``vocab_size - 1``
-  most frequent ids of the training split (ties broken by id) plus one UNK id (``vocab_size - 1``,
-  also used as end-of-text). ``keep_ids[new_id]`` is the tokenizer id (``-1`` for UNK).
+* Vocabulary remap (``data.vocab_size`` smaller than the tokenizer's): the tokenizer ids are
+  mapped to the ``vocab_size - 1`` most frequent ids of the training split (ties broken by id)
+  plus one UNK id (``vocab_size - 1``, also used as end-of-text). ``keep_ids[new_id]`` is the
+  tokenizer id (``-1`` for UNK). A ``vocab_size`` at least the tokenizer's keeps its ids.
 
 Stories are joined into one stream with an end-of-text token after each. The streams are written
 once to ``<cache>/tokens/<key>/{train,valid}.bin`` (uint16/uint32) with ``meta.json`` and read back
 with ``np.memmap``, so a second run does no tokenization and RAM does not grow with corpus size.
-The cache key hashes the text source, tokenizer and vocab size.
+The cache key hashes the text source, tokenizer (and the bundled BPE's file) and vocab size.
 """
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 import os
@@ -30,15 +31,20 @@ from typing import Any
 import numpy as np
 
 from tti_ray.config.schema import DataConfig
+from tti_ray.data.text_tokenizer import (
+    ASSETS,
+    BPE_FILE,
+    EOT,
+    TINYSTORIES_BPE,
+    DataError,
+    TextTokenizer,
+    bundled_stories,
+    cached_tokenizer,
+    hf_tokenizer_files,
+)
 from tti_ray.io import atomic_write_text
 
-ASSETS = Path(__file__).parent / "assets"
-EOT = "<|endoftext|>"
 CACHE_VERSION = 1
-
-
-class DataError(ValueError):
-    """Data or tokenizer cannot be loaded (one line, names the config key)."""
 
 
 def cache_root(cfg: DataConfig) -> Path:
@@ -47,13 +53,6 @@ def cache_root(cfg: DataConfig) -> Path:
 
 
 # -- text -----------------------------------------------------------------------------------------
-def _bundled_stories(split: str) -> list[str]:
-    path = ASSETS / "tinystories" / f"{'train' if split == 'train' else 'valid'}.txt.gz"
-    with gzip.open(path, "rt", encoding="utf-8") as f:
-        text = f.read()
-    return [s.strip() for s in text.split(EOT) if s.strip()]
-
-
 def _hf_dataset(cfg: DataConfig, split: str) -> Any:
     try:
         from datasets import load_dataset
@@ -75,7 +74,7 @@ def story_batches(cfg: DataConfig, split: str, batch: int = 2048) -> Iterator[li
     mapped Arrow files, never as one list)."""
     limit = cfg.max_train_stories if split == "train" else None
     if cfg.source == "bundled":
-        docs = _bundled_stories(split)[:limit]
+        docs = bundled_stories(split)[:limit]
         for i in range(0, len(docs), batch):
             yield docs[i : i + batch]
         return
@@ -101,46 +100,6 @@ def _source_key(cfg: DataConfig) -> str:
         f"hf:{cfg.hf_dataset}:{cfg.hf_text_field}:{cfg.hf_train_split}:{cfg.hf_valid_split}:"
         f"{cfg.max_train_stories}"
     )
-
-
-# -- tokenizer ------------------------------------------------------------------------------------
-class TextTokenizer:
-    """Encode text to tokenizer ids and decode back, whichever backend."""
-
-    def __init__(self, cfg: DataConfig) -> None:
-        self.name = cfg.tokenizer
-        if cfg.tokenizer == "gpt2":
-            from tokenizers import ByteLevelBPETokenizer
-
-            gpt2 = ASSETS / "gpt2"
-            self._tok = ByteLevelBPETokenizer(str(gpt2 / "vocab.json"), str(gpt2 / "merges.txt"))
-            self._tok.add_special_tokens([EOT])
-            self.eot_id = self._tok.token_to_id(EOT)
-            self.size = self._tok.get_vocab_size()
-            self._hf = None
-        else:
-            try:
-                from transformers import AutoTokenizer
-
-                self._hf = AutoTokenizer.from_pretrained(cfg.tokenizer.removeprefix("hf:"))
-            except Exception as e:  # noqa: BLE001
-                raise DataError(
-                    f"data.tokenizer: cannot load {cfg.tokenizer!r} ({type(e).__name__}); "
-                    "offline, use data.tokenizer=gpt2 (bundled)"
-                ) from None
-            self.eot_id = self._hf.eos_token_id if self._hf.eos_token_id is not None else 0
-            self.size = len(self._hf)
-
-    def encode_batch(self, texts: list[str]) -> list[list[int]]:
-        if self._hf is not None:
-            return self._hf(texts, add_special_tokens=False)["input_ids"]
-        return [e.ids for e in self._tok.encode_batch(texts)]
-
-    def decode_ids(self, ids: list[int]) -> list[str]:
-        """Each id decoded on its own (for per-token displays)."""
-        if self._hf is not None:
-            return [self._hf.decode([i]) for i in ids]
-        return [self._tok.decode([i], skip_special_tokens=False) for i in ids]
 
 
 # -- token arrays ---------------------------------------------------------------------------------
@@ -176,6 +135,40 @@ class TokenData:
         return [t if k >= 0 else "<unk>" for t, k in zip(texts, tok, strict=True)]
 
 
+TOKEN_MAP = "token_map.json"  # a checkpoint's model-id map (not HF's ``vocab.json``)
+
+
+def save_tokenizer(
+    directory: Path, cfg: DataConfig, tokens: TokenData, model_max_length: int | None = None
+) -> str | None:
+    """Write the run's tokenizer (``tokenizer.json`` + ``tokenizer_config.json``, HF's layout) and
+    ``token_map.json`` (end-of-text id, ``keep_ids``) into ``directory``.
+
+    The tokenizer is saved only where its ids are the model's ids (no remap); otherwise the reason
+    is returned (and written to ``token_map.json``), and ``AutoTokenizer`` finds nothing."""
+    keep = np.asarray(tokens.keep_ids)
+    size = cached_tokenizer(cfg.tokenizer).size
+    reason = None
+    if size != tokens.vocab_size or not np.array_equal(keep, np.arange(size)):
+        reason = (
+            f"the model's {tokens.vocab_size} ids are a remap of {cfg.tokenizer!r}'s {size} "
+            f"(data.vocab_size={cfg.vocab_size}: most frequent ids + UNK), which no HF tokenizer "
+            "can express"
+        )
+    else:
+        for name, data in hf_tokenizer_files(cfg.tokenizer, model_max_length).items():
+            (Path(directory) / name).write_bytes(data)
+    meta = {
+        "tokenizer": cfg.tokenizer,
+        "eot_id": tokens.eot_id,
+        "keep_ids": keep.tolist(),
+        "hf_tokenizer": reason is None,
+        **({"no_hf_tokenizer_because": reason} if reason else {}),
+    }
+    (Path(directory) / TOKEN_MAP).write_text(json.dumps(meta))
+    return reason
+
+
 def _remap_from_counts(counts: np.ndarray, eot: int, size: int, vocab: int | None) -> np.ndarray:
     """keep_ids for the ``vocab - 1`` most frequent training ids (+ UNK), or identity."""
     if vocab is None or vocab >= size:
@@ -189,6 +182,8 @@ def _remap_from_counts(counts: np.ndarray, eot: int, size: int, vocab: int | Non
 def load_tokens(cfg: DataConfig) -> TokenData:
     """Tokenize (first time only) and memory-map the train/valid token streams."""
     key_src = f"v{CACHE_VERSION}|{_source_key(cfg)}|{cfg.tokenizer}|{cfg.vocab_size}"
+    if cfg.tokenizer == TINYSTORIES_BPE:  # a rebuilt tokenizer file must not reuse old tokens
+        key_src += f"|{hashlib.sha256(BPE_FILE.read_bytes()).hexdigest()[:16]}"
     key = hashlib.sha256(key_src.encode()).hexdigest()[:20]
     d = cache_root(cfg) / "tokens" / key
     meta_path = d / "meta.json"
@@ -246,6 +241,7 @@ def _build_cache(cfg: DataConfig, d: Path, key_src: str) -> None:
         (d / f"{split}.raw").unlink()
     meta = {
         "key": key_src,
+        "tokenizer": cfg.tokenizer,
         "dtype": np.dtype(dtype).name,
         "vocab_size": vocab,
         "eot_id": int(eot_new),

@@ -36,15 +36,18 @@ def to_hf(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
     return cls.from_pretrained(ckpt).to(device).eval()
 
 
-def checkpoint_tokenizer(path: str | Path) -> Any:
-    """A HF tokenizer in the model's own ids: the checkpoint's own (``tokenizer.json``, once
-    checkpoints ship one) or else :func:`id_tokenizer` (text = ids; for tools that insist on a
-    tokenizer object, e.g. nnsight's pipeline)."""
+def checkpoint_tokenizer(path: str | Path, *, id_fallback: bool = True) -> Any:
+    """A HF tokenizer in the model's own ids: the checkpoint's own
+    (``AutoTokenizer.from_pretrained(checkpoint)``; every checkpoint without a ``data.vocab_size``
+    remap has one) or else, with ``id_fallback``, :func:`id_tokenizer` (text = ids; for tools
+    that insist on a tokenizer object, e.g. nnsight's pipeline), without it None."""
     from transformers import AutoTokenizer
 
     ckpt = checkpoint_dir(path)
     if (ckpt / "tokenizer.json").exists():
         return AutoTokenizer.from_pretrained(ckpt)
+    if not id_fallback:
+        return None
     cfg = json.loads((ckpt / "config.json").read_text())
     vocab = int(cfg["vocab_size"])
     return id_tokenizer(vocab, int(cfg.get("eos_token_id") or vocab - 1))

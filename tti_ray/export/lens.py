@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from tti_ray.export.hf import to_hf
+from tti_ray.export.hf import checkpoint_tokenizer, to_hf
 from tti_ray.model import TL_HOOK_NAMES
 from tti_ray.model import hf_modeling as hm
 
@@ -70,13 +70,16 @@ def to_transformer_lens(
 ) -> Any:
     """``HookedTransformer`` of a checkpoint or run directory, gates applied, eval mode.
 
-    ``tokenizer`` is optional: tensors of token ids need none; TransformerLens's string helpers
-    (``to_tokens``, ``to_string``) need one in the model's own ids."""
+    ``tokenizer`` defaults to the checkpoint's own (so ``to_tokens``/``to_string`` work on text);
+    a checkpoint with a remapped vocabulary has none, and then tensors of token ids are the
+    input (or pass a tokenizer in the model's own ids)."""
     from transformer_lens import HookedTransformer
     from transformer_lens.pretrained.weight_conversions.gpt2 import convert_gpt2_weights
 
     hf = to_hf(path)
     cfg = tl_config(hf.config, device)
+    if tokenizer is None:
+        tokenizer = checkpoint_tokenizer(path, id_fallback=False)
     model = HookedTransformer(cfg, tokenizer=tokenizer, move_to_device=False)
     with torch.no_grad():
         state = {k: v.detach().clone() for k, v in convert_gpt2_weights(hf, cfg).items()}

@@ -23,9 +23,10 @@ def to_nnsight(
 ) -> Any:
     """nnsight ``TransformersModel`` of a checkpoint or run directory, gates applied.
 
-    nnsight's pipeline needs a tokenizer object: by default the checkpoint's own, else an
-    id-level stand-in (:func:`tti_ray.export.hf.id_tokenizer`); trace tensors of token ids
-    (``model.trace(ids)``) or pass ``tokenizer`` (one in the model's own ids) to trace text."""
+    nnsight's pipeline needs a tokenizer object: by default the checkpoint's own, so
+    ``model.trace("text")`` works; a checkpoint with a remapped vocabulary has none, and gets an
+    id-level stand-in (:func:`tti_ray.export.hf.id_tokenizer`): trace tensors of token ids
+    (``model.trace(ids)``) or pass ``tokenizer`` (one in the model's own ids)."""
     from nnsight.modeling.transformers import TransformersModel
     from transformers.utils import logging as hf_logging
 

@@ -157,17 +157,20 @@ def categorize(strings: list[str], kind: str) -> CategoryMap:
 
 # -- from the run's vocabulary ----------------------------------------------------------------
 def tokenizer_for(tokens: TokenData) -> TextTokenizer:
-    """The tokenizer the token cache was built with (named in its ``meta.json`` key,
-    ``v<version>|<source>|<tokenizer>|<vocab_size>``); the bundled GPT-2 BPE if unknown."""
+    """The tokenizer the token cache was built with (``tokenizer`` in its ``meta.json``, or in
+    older caches its key, ``v<version>|<source>|<tokenizer>|<vocab_size>``); the bundled GPT-2
+    BPE if unknown."""
     from tti_ray.config.schema import DataConfig
     from tti_ray.data.tokens import TextTokenizer
 
     name = "gpt2"
     meta = Path(tokens.directory) / "meta.json"
     if meta.exists():
-        key = json.loads(meta.read_text()).get("key", "")
-        parts = key.rsplit("|", 2)
-        if len(parts) == 3 and parts[1]:
+        info = json.loads(meta.read_text())
+        parts = info.get("key", "").rsplit("|", 2)
+        if info.get("tokenizer"):
+            name = info["tokenizer"]
+        elif len(parts) == 3 and parts[1]:
             name = parts[1]
     return TextTokenizer(DataConfig(tokenizer=name))
 

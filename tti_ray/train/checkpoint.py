@@ -13,7 +13,11 @@ A checkpoint directory holds
   joint SAE, ...);
 * ``optimizer.safetensors`` + ``train_state.json`` - AdamW state tensors, param-group settings,
   step and RNG states (torch CPU/CUDA RNG as uint8 tensors), for exact resume;
-* ``run_config.yaml`` - the resolved run config; ``vocab.json`` - the model-id → tokenizer-id map.
+* ``tokenizer.json`` + ``tokenizer_config.json`` - the run's tokenizer in HF's layout, so
+  ``AutoTokenizer.from_pretrained(dir)`` encodes and decodes in the model's own ids (written when
+  the model's ids are the tokenizer's, i.e. no ``data.vocab_size`` remap);
+* ``run_config.yaml`` - the resolved run config; ``token_map.json`` - end-of-text id and the
+  model-id → tokenizer-id map (``keep_ids``), and why no tokenizer was saved if none was.
 
 Writes go to a temporary sibling directory that is renamed into place, so a kill mid-write leaves
 the previous checkpoint intact.
@@ -36,6 +40,7 @@ from torch import nn
 
 from tti_ray.config import RunConfig, load_config
 from tti_ray.data import TokenData, load_tokens
+from tti_ray.data.tokens import save_tokenizer
 from tti_ray.interventions import build_interventions
 from tti_ray.interventions.registry import attach_all
 from tti_ray.model import build_model
@@ -119,9 +124,7 @@ def save_checkpoint(
     state = {"step": step, "optimizer": opt_meta, **(extra or {})}
     (tmp / "train_state.json").write_text(json.dumps(state, indent=1))
     (tmp / "run_config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    (tmp / "vocab.json").write_text(
-        json.dumps({"eot_id": tokens.eot_id, "keep_ids": tokens.keep_ids.tolist()})
-    )
+    save_tokenizer(tmp, cfg.data, tokens, model_max_length=cfg.model.seq_len)
     old = directory.with_name(directory.name + ".old")
     if directory.exists():
         shutil.rmtree(old, ignore_errors=True)
