@@ -14,10 +14,9 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
@@ -25,9 +24,7 @@ from tti_ray.config import RunConfig
 from tti_ray.data import TokenData, eval_blocks
 from tti_ray.metrics import ActivationStats, perplexity, position_permutations, site_metrics
 from tti_ray.model import capture
-
-if TYPE_CHECKING:
-    from tti_ray.train.loop import DistInfo
+from tti_ray.train.dist import DistInfo, maybe_all_reduce
 
 
 def metric_sample(tokens: TokenData, cfg: RunConfig) -> torch.Tensor:
@@ -57,8 +54,7 @@ def val_loss(
         )
         total[0] += ce.double()
         total[1] += b[:, 1:].numel()
-    if di.world > 1:
-        dist.all_reduce(total)
+    maybe_all_reduce(total)
     return float(total[0] / total[1].clamp_min(1))
 
 

@@ -12,12 +12,10 @@ import json
 import math
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
@@ -28,6 +26,7 @@ from tti_ray.interventions import StepContext, build_interventions
 from tti_ray.interventions.registry import attach_all
 from tti_ray.model import build_model, capture
 from tti_ray.train.checkpoint import load_train_state, load_weights, save_checkpoint
+from tti_ray.train.dist import DistInfo, any_worker, maybe_barrier, maybe_ddp, maybe_no_sync
 from tti_ray.train.evaluate import evaluate
 from tti_ray.train.reporter import Reporter, RunFiles, provenance
 
@@ -36,21 +35,6 @@ FINISHED, DIVERGED = "finished", "diverged"
 
 class TrainSetupError(ValueError):
     """A run that cannot start as configured (one line, names the key)."""
-
-
-@dataclass(frozen=True)
-class DistInfo:
-    """Rank, world size and device of this worker (1 worker: rank 0 of 1)."""
-
-    rank: int = 0
-    world: int = 1
-    device: torch.device | None = None
-
-    @classmethod
-    def detect(cls, device: torch.device | None = None) -> DistInfo:
-        if dist.is_available() and dist.is_initialized():
-            return cls(dist.get_rank(), dist.get_world_size(), device)
-        return cls(0, 1, device)
 
 
 def resolve_device(cfg: RunConfig, hint: torch.device | None) -> torch.device:
@@ -190,14 +174,7 @@ def train_run(
     elif di.rank == 0:
         files.start(cfg, provenance(cfg))
 
-    wrapped: nn.Module = stepper
-    if di.world > 1:
-        has_iv_params = any(True for _ in ivs.parameters())
-        wrapped = nn.parallel.DistributedDataParallel(
-            stepper,
-            device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=has_iv_params,
-        )
+    wrapped = maybe_ddp(stepper, device, find_unused_parameters=any(True for _ in ivs.parameters()))
 
     sampler = BlockSampler(tokens.train, cfg.model.seq_len, t.seed)
     amp = autocast_dtype(cfg, device)
@@ -228,9 +205,7 @@ def train_run(
         for micro in range(t.grad_accum):
             x, y = sampler.batch(idx[micro * per_micro : (micro + 1) * per_micro])
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            sync = micro == t.grad_accum - 1 or di.world == 1
-            ctx = nullcontext() if sync else wrapped.no_sync()  # type: ignore[operator]
-            with ctx:
+            with maybe_no_sync(wrapped, sync=micro == t.grad_accum - 1):
                 with autocast():
                     total, ce, terms = wrapped(x, y, step)
                 scaler.scale(total / t.grad_accum).backward()
@@ -254,12 +229,7 @@ def train_run(
             if step % t.log_every == 0:
                 bar.set_postfix(loss=f"{loss_sum:.3f}", lr=f"{lr:.2e}")
 
-        if di.world > 1:  # every rank must agree to stop, or the next collective hangs
-            flag = torch.tensor([0.0 if math.isfinite(loss_sum) else 1.0], device=device)
-            dist.all_reduce(flag)
-            if flag.item() > 0:
-                loss_sum = float("nan")
-        if not math.isfinite(loss_sum):
+        if any_worker(not math.isfinite(loss_sum), device):  # all ranks stop together
             status = DIVERGED
             last = {**window.flush(lr), "status": DIVERGED, "step": step}
             last["val/loss"] = last["val/perplexity"] = float("inf")
@@ -282,8 +252,7 @@ def train_run(
                 ckpt_dir, model=model, interventions=ivs, optimizer=opt, step=step, cfg=cfg,
                 tokens=tokens,
             )
-        if di.world > 1:
-            dist.barrier()
+        maybe_barrier()
         model.train()
         ivs.train()
         metrics["status"] = FINISHED if step == t.steps else "running"
@@ -293,7 +262,7 @@ def train_run(
             reporter.report(metrics, step=step, checkpoint=saved)
     if bar is not None:
         bar.close()
-    if di.world > 1:
+    if di.world > 1:  # a file of data-parallel runs only (not a collective)
         _write_worker_record(files.root, di, sampler, t.batch_size, stepper)
     if status == FINISHED and "val/loss" not in last:
         # resumed from a final checkpoint: nothing left to train, but the caller still needs
