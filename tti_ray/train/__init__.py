@@ -2,7 +2,7 @@
 
 from tti_ray.train.checkpoint import CheckpointError, LoadedRun, load_model, save_checkpoint
 from tti_ray.train.dist import DistInfo
-from tti_ray.train.loop import TrainSetupError, train_run
+from tti_ray.train.loop import StepStats, TrainSetupError, train_run
 from tti_ray.train.reporter import Reporter
 
 __all__ = [
@@ -10,6 +10,7 @@ __all__ = [
     "DistInfo",
     "LoadedRun",
     "Reporter",
+    "StepStats",
     "TrainSetupError",
     "load_model",
     "save_checkpoint",

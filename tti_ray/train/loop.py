@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -83,8 +85,10 @@ def param_groups(modules: list[nn.Module], weight_decay: float) -> list[dict[str
     ]
 
 
-class _Stepper(nn.Module):
-    """Model + interventions as one module, so DDP sees every trainable parameter."""
+class TrainObjective(nn.Module):
+    """Model + interventions as one module, so DDP sees every trainable parameter; ``forward``
+    returns the training loss ``CE + sum(coef * term)``, the CE and the weighted terms. Public so
+    that a benchmark can time the trainer's own step (``benchmarks/interventions.py``)."""
 
     def __init__(self, model: nn.Module, interventions: nn.ModuleDict) -> None:
         super().__init__()
@@ -112,6 +116,17 @@ class _Stepper(nn.Module):
         return total, ce, terms
 
 
+@dataclass(frozen=True)
+class StepStats:
+    """One optimizer step as the trainer timed it, passed to ``train_run(on_step=...)`` (how the
+    benchmarks read per-step timings)."""
+
+    step: int  # optimizer steps done, this one included
+    loss: float  # CE + weighted terms, mean over the micro-batches
+    seconds: float  # wall time of the step: the timer behind train/tokens_per_s
+    tokens: int  # tokens in the step's batch (train.batch_size × model.seq_len)
+
+
 def train_run(
     cfg: RunConfig,
     reporter: Reporter | None = None,
@@ -120,13 +135,15 @@ def train_run(
     *,
     dist_info: DistInfo | None = None,
     progress: bool = False,
+    on_step: Callable[[StepStats], None] | None = None,
 ) -> dict[str, Any]:
     """Train one run; return its final metrics (``status``: ``finished`` or ``diverged``).
 
     Files (rank 0): ``out_dir/metrics.jsonl`` (one record per eval), ``metrics.json`` (final),
     ``config.yaml`` (resolved config + provenance), ``checkpoint/``. With ``resume=True`` and a
     checkpoint present, training continues from it and ends bit-identical (CPU) to an
-    uninterrupted run."""
+    uninterrupted run. ``on_step`` (LM workloads) is called after every optimizer step, before
+    any eval or checkpoint of that step, with the step's :class:`StepStats`."""
     if cfg.workload != "lm":
         from tti_ray.toy import run_toy
 
@@ -157,7 +174,7 @@ def train_run(
     attach_all(ivs, model)
     model.to(device)
     ivs.to(device)
-    stepper = _Stepper(model, ivs)
+    stepper = TrainObjective(model, ivs)
     opt = torch.optim.AdamW(
         param_groups([model, ivs], t.weight_decay),
         lr=t.lr,
@@ -222,8 +239,10 @@ def train_run(
         scaler.update()
         opt.zero_grad(set_to_none=True)
         step += 1
-        window.add(loss_sum, ce_sum, term_sums, gnorm, t.batch_size * cfg.model.seq_len,
-                   time.perf_counter() - t0)
+        secs, n_tokens = time.perf_counter() - t0, t.batch_size * cfg.model.seq_len
+        if on_step is not None:
+            on_step(StepStats(step, loss_sum, secs, n_tokens))
+        window.add(loss_sum, ce_sum, term_sums, gnorm, n_tokens, secs)
         if bar is not None:
             bar.update(1)
             if step % t.log_every == 0:
@@ -339,4 +358,13 @@ def read_final_metrics(out_dir: str | Path) -> dict[str, Any]:
     return json.loads((Path(out_dir) / "metrics.json").read_text())
 
 
-__all__ = ["DistInfo", "TrainSetupError", "read_final_metrics", "train_run"]
+__all__ = [
+    "DistInfo",
+    "StepStats",
+    "TrainObjective",
+    "TrainSetupError",
+    "lr_factor",
+    "param_groups",
+    "read_final_metrics",
+    "train_run",
+]
