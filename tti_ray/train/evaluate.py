@@ -22,6 +22,7 @@ from torch import nn
 
 from tti_ray.config import RunConfig
 from tti_ray.data import TokenData, eval_blocks
+from tti_ray.interventions import category_map
 from tti_ray.metrics import ActivationStats, perplexity, position_permutations, site_metrics
 from tti_ray.model import capture
 from tti_ray.train.dist import DistInfo, maybe_all_reduce
@@ -74,8 +75,6 @@ _CATEGORY_CACHE: dict[tuple[str, str], torch.Tensor] = {}
 
 def _id_categories(kind: str, tokens: TokenData) -> torch.Tensor:
     """Category of every model id (``LongTensor[vocab]``), built once per process and corpus."""
-    from tti_ray.interventions.categories import category_map
-
     key = (kind, str(tokens.directory))
     if key not in _CATEGORY_CACHE:
         _CATEGORY_CACHE[key] = category_map(kind, tokens).ids

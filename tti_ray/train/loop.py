@@ -27,6 +27,7 @@ from tti_ray.data.batches import require_blocks
 from tti_ray.interventions import StepContext, build_interventions
 from tti_ray.interventions.registry import attach_all
 from tti_ray.model import build_model, capture
+from tti_ray.toy import run_toy
 from tti_ray.train.checkpoint import load_train_state, load_weights, save_checkpoint
 from tti_ray.train.dist import DistInfo, any_worker, maybe_barrier, maybe_ddp, maybe_no_sync
 from tti_ray.train.evaluate import evaluate
@@ -145,8 +146,6 @@ def train_run(
     uninterrupted run. ``on_step`` (LM workloads) is called after every optimizer step, before
     any eval or checkpoint of that step, with the step's :class:`StepStats`."""
     if cfg.workload != "lm":
-        from tti_ray.toy import run_toy
-
         out = Path(out_dir or f"runs/{cfg.name}")
         out.mkdir(parents=True, exist_ok=True)
         return run_toy(cfg, reporter, out)
