@@ -1,7 +1,7 @@
 """Cost of the live-neuron and calibrated metrics: a tiny run's wall and CPU time with them on
 and off, at the shipped eval cadence (issue: ≤ 10% added to a tiny run's wall time).
 
-    python benchmarks/eval_cost.py [--config configs/tiny.yaml] [--reps 2] [--eval-reps 5]
+    python -m benchmarks.eval_cost [--config configs/tiny.yaml] [--reps 2] [--eval-reps 5]
                                    [--threads 1] [--out benchmarks/results/eval_cost.json]
 
 Variants (same config otherwise; the preset's own steps, eval cadence, metric sample and sites):
@@ -24,9 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
-import sys
 import tempfile
 import time
 from contextlib import nullcontext
@@ -35,13 +33,10 @@ from typing import Any
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-import tti_ray  # noqa: E402
-from tti_ray.config import load_config  # noqa: E402
-from tti_ray.train import load_model, train_run  # noqa: E402
-from tti_ray.train.evaluate import interpretability_metrics  # noqa: E402
+from benchmarks.common import REPO, environment, rotation
+from tti_ray.config import load_config
+from tti_ray.train import load_model, train_run
+from tti_ray.train.evaluate import interpretability_metrics
 
 VARIANTS = {
     "off": {"eval.permutations": 0},
@@ -72,8 +67,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         last_dir = None
         for rep in range(args.reps):
-            order = names[rep % len(names):] + names[: rep % len(names)]
-            for name in order:
+            for name in rotation(names, rep):
                 cfg = load_config(args.config, overrides=VARIANTS[name])
                 out = Path(tmp) / f"{name}_{rep}"
                 wall, cpu, res = _timed(lambda cfg=cfg, out=out: train_run(cfg, out_dir=out))
@@ -89,8 +83,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         model, tokens = run.model, run.tokens
         evals: dict[str, list[tuple[float, float]]] = {n: [] for n in names}
         for rep in range(args.eval_reps):
-            order = names[rep % len(names):] + names[: rep % len(names)]
-            for name in order:
+            for name in rotation(names, rep):
                 cfg = load_config(args.config, overrides=VARIANTS[name])
                 wall, cpu, _ = _timed(lambda cfg=cfg: interpretability_metrics(
                     model, tokens, cfg, torch.device("cpu"), nullcontext))
@@ -128,9 +121,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "runs": runs,
         "evals": {n: [list(x) for x in v] for n, v in evals.items()},
         "loadavg_before": list(load_before), "loadavg_after": list(os.getloadavg()),
-        "cpu_count": os.cpu_count(), "torch": torch.__version__,
-        "python": platform.python_version(), "tti_ray_version": tti_ray.__version__,
-        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **environment(),
     })
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")

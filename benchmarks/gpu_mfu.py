@@ -1,6 +1,6 @@
 """Tokens/s and model FLOPs utilisation (MFU) of ``train_run`` at the paper scale on one GPU.
 
-    python benchmarks/gpu_mfu.py [--config configs/paper.yaml] [--warmup 20] [--steps 50]
+    python -m benchmarks.gpu_mfu [--config configs/paper.yaml] [--warmup 20] [--steps 50]
                                  [--precision bf16] [--peak-tflops auto]
                                  [--out benchmarks/results/gpu_mfu.json]
 
@@ -31,14 +31,9 @@ from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from throughput import run_train_run
-
-import tti_ray
+from benchmarks.common import REPO, environment, run_train_run
 from tti_ray.config import ModelConfig, RunConfig, load_config
+from tti_ray.data import load_tokens
 
 PEAK_BF16_TFLOPS = {"H200": 989.4, "H100 PCIe": 756.0, "H100": 989.4, "A100": 312.0, "L4": 121.0}
 
@@ -89,17 +84,16 @@ def main() -> None:
     precision = args.precision if cuda else "fp32"
     cfg = bench_config(args.config, args.warmup, args.steps, precision, device, args.set)
     rates = run_train_run(cfg, args.steps)
-    from tti_ray.data import load_tokens
-
     vocab = load_tokens(cfg.data).vocab_size
     fpt = flops_per_token(cfg.model, vocab)
     achieved = rates["wall_tokens_per_s"] * fpt
     name = torch.cuda.get_device_name(0) if cuda else "cpu"
     peak = args.peak_tflops or (peak_tflops(name) if cuda else None)
+    env = environment()
     res = {
         "device": name,
-        "torch": torch.__version__,
-        "tti_ray": tti_ray.__version__,
+        "torch": env["torch"],
+        "tti_ray": env["tti_ray_version"],
         "precision": precision,
         "model": cfg.model.model_dump(),
         "batch_size": cfg.train.batch_size,

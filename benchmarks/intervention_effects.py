@@ -1,6 +1,6 @@
 """Short CPU experiment (issue 3): what each seed intervention does to the interpretability metrics.
 
-    python benchmarks/intervention_effects.py [--steps 300] [--seed 0] [--jobs 2]
+    python -m benchmarks.intervention_effects [--steps 300] [--seed 0] [--jobs 2]
         [--variants expt1_baseline,expt2_topk_10pct,...]
         [--out benchmarks/results/intervention_effects.json]
 
@@ -22,8 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -31,8 +29,12 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+import torch
+
+from benchmarks.common import REPO, environment
+from tti_ray.config import load_config
+from tti_ray.data import load_tokens
+from tti_ray.train import train_run
 
 DEFAULT_VARIANTS = (
     "expt1_baseline",
@@ -58,11 +60,6 @@ def report_keys() -> list[str]:
 
 def run_one(name: str, steps: int, seed: int, runs_dir: str) -> dict[str, Any]:
     """Train ``configs/<name>.yaml`` on the tiny preset; return its final metrics (a worker)."""
-    import torch
-
-    from tti_ray.config import load_config
-    from tti_ray.train import train_run
-
     torch.set_num_threads(1)
     cfg = load_config(
         REPO / "configs" / f"{name}.yaml",
@@ -124,9 +121,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     missing = [n for n in names if not (REPO / "configs" / f"{n}.yaml").exists()]
     if missing or BASELINE not in names:
         raise SystemExit(f"--variants: unknown {missing} or no {BASELINE}")
-    from tti_ray.config import load_config
-    from tti_ray.data import load_tokens
-
     load_tokens(load_config(REPO / "configs" / f"{BASELINE}.yaml").data)  # build the cache once
 
     load_before = list(os.getloadavg())
@@ -150,10 +144,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if tmp is not None:
             tmp.cleanup()
 
-    import torch
-
-    import tti_ray
-
     result = {
         "benchmark": "intervention_effects",
         "what": "final eval of one short tiny-preset run per seed configuration, same seed; "
@@ -167,12 +157,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "variants": summarize(results),
         "loadavg_before": load_before,
         "loadavg_after": list(os.getloadavg()),
-        "cpu_count": os.cpu_count(),
         "wall_s": round(time.time() - t0, 1),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "tti_ray_version": tti_ray.__version__,
-        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **environment(),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")

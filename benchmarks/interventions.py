@@ -1,9 +1,9 @@
 """Step-time overhead of every registered intervention vs the baseline, on two model shapes.
 
-    python benchmarks/interventions.py [--shapes tiny,paper] [--reps 4] [--threads 1]
+    python -m benchmarks.interventions [--shapes tiny,paper] [--reps 4] [--threads 1]
         [--only topk,l1_act] [--out benchmarks/results/interventions.json]
 
-What is timed: one optimizer step of the real trainer path - ``tti_ray.train.loop._Stepper``
+What is timed: one optimizer step of the real trainer path - ``tti_ray.train.loop.TrainObjective``
 (forward with the interventions' captures and hooks, cross-entropy + ``coef * term`` for every
 loss term), backward, grad-norm clip, AdamW step, ``zero_grad`` and the host sync of the loss -
 set up the way ``train_run`` sets it up (``build_interventions`` → ``prepare`` → ``attach_all``,
@@ -40,22 +40,18 @@ import json
 import os
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-import tti_ray  # noqa: E402
-import tti_ray.train.loop as loop  # noqa: E402
-from tti_ray.config import RunConfig, load_config  # noqa: E402
-from tti_ray.data import BlockSampler, TokenData, load_tokens  # noqa: E402
-from tti_ray.interventions import attach_all, build_interventions, registered  # noqa: E402
-from tti_ray.model import build_model  # noqa: E402
+from benchmarks.common import REPO, environment
+from tti_ray.config import RunConfig, load_config
+from tti_ray.data import BlockSampler, TokenData, load_tokens
+from tti_ray.interventions import attach_all, build_interventions, registered
+from tti_ray.model import build_model
+from tti_ray.train.loop import TrainObjective, lr_factor, param_groups
 
 #: shape name -> (preset, overrides); CPU batch sizes, see the module docstring
 SHAPES: dict[str, tuple[str, dict[str, Any]]] = {
@@ -121,9 +117,9 @@ class Stepper:
         for iv in self.ivs.values():
             iv.prepare(tokens)
         attach_all(self.ivs, self.model)
-        self.stepper = loop._Stepper(self.model, self.ivs)
+        self.stepper = TrainObjective(self.model, self.ivs)
         self.opt = torch.optim.AdamW(
-            loop.param_groups([self.model, self.ivs], t.weight_decay),
+            param_groups([self.model, self.ivs], t.weight_decay),
             lr=t.lr, betas=(t.beta1, t.beta2),
         )
         self.sampler = BlockSampler(tokens.train, cfg.model.seq_len, t.seed)
@@ -137,7 +133,7 @@ class Stepper:
         """One optimizer step; returns its (CPU, wall) time in seconds."""
         t = self.cfg.train
         c0, t0 = time.process_time(), time.perf_counter()
-        lr = t.lr * loop.lr_factor(self.step_no, self.cfg)
+        lr = t.lr * lr_factor(self.step_no, self.cfg)
         for g in self.opt.param_groups:
             g["lr"] = lr
         x, y = self.sampler.batch(self.sampler.indices(self.step_no, t.batch_size))
@@ -222,17 +218,18 @@ def machine_info(threads: int) -> dict[str, Any]:
                 break
     except OSError:
         pass
+    env = environment()
     return {
         "cpu": cpu,
-        "cpu_count": os.cpu_count(),
+        "cpu_count": env["cpu_count"],
         "affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "torch_threads": threads,
         "device": "cpu",
         "dtype": "float32",
         "platform": platform.platform(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "tti_ray_version": tti_ray.__version__,
+        "python": env["python"],
+        "torch": env["torch"],
+        "tti_ray_version": env["tti_ray_version"],
         "note": "2 CPU cores shared with other engineers' jobs: see loadavg; overheads are "
                 "paired B/I ratios, so slow drift cancels but bursts do not",
     }

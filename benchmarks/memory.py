@@ -1,6 +1,6 @@
 """Peak RSS of a tiny run, and evidence that it does not grow with corpus size.
 
-    python benchmarks/memory.py [--steps 40] [--scales 1 8 64] [--threads 1]
+    python -m benchmarks.memory [--steps 40] [--scales 1 8 64] [--threads 1]
                                 [--out benchmarks/results/memory.json]
 
 Every measurement is a fresh subprocess that reports its own ``resource.getrusage(RUSAGE_SELF)
@@ -42,13 +42,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+# Not benchmarks.common (it imports torch): a child's ru_maxrss starts at this process's peak
+# (Linux carries the parent's high-water mark across fork/exec), so this process stays light.
 REPO = Path(__file__).resolve().parents[1]
 GIB = 1024**3
 
 _CHILD_PRELUDE = textwrap.dedent(
     """
-    import json, resource, sys, time
-    sys.path.insert(0, {repo!r})
+    import json, resource, time
     """
 )
 
@@ -150,14 +151,14 @@ def _train(cache: Path, run_dir: Path, steps: int, threads: int) -> dict[str, An
     sets = [f"data.cache_dir={cache}", f"train.steps={steps}", f"train.eval_every={every}",
             f"train.ckpt_every={every}", f"train.warmup_steps={min(30, steps)}",
             f"train.threads={threads}", "train.device=cpu"]
-    code = _TRAIN_CHILD.format(repo=str(REPO), threads=threads,
+    code = _TRAIN_CHILD.format(threads=threads,
                                config=str(REPO / "configs/tiny.yaml"), sets=sets,
                                out=str(run_dir))
     return _child(code)
 
 
 def _build(cache: Path, scale: int) -> dict[str, Any]:
-    return _child(_BUILD_CHILD.format(repo=str(REPO), scale=scale, cache=str(cache)))
+    return _child(_BUILD_CHILD.format(scale=scale, cache=str(cache)))
 
 
 def _tile(src_dir: Path, dst_dir: Path, times: int) -> int:

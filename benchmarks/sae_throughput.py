@@ -1,6 +1,6 @@
 """SAE evaluation throughput (tokens/s) at the tiny preset's shape (d_model 128, d_ff 512, 2 layers).
 
-    python benchmarks/sae_throughput.py [--device cpu] [--threads 1] [--tokens 32768]
+    python -m benchmarks.sae_throughput [--device cpu] [--threads 1] [--tokens 32768]
                                         [--eval-tokens 4096] [--steps 20]
                                         [--out benchmarks/results/sae_throughput.json]
 
@@ -34,16 +34,13 @@ import argparse
 import json
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 from typing import Any, Self
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
+from benchmarks.common import REPO, environment
 from tti_ray.config import load_config
 from tti_ray.data import TokenData
 from tti_ray.model import build_model
@@ -171,7 +168,7 @@ def main() -> None:
         "device_name": torch.cuda.get_device_name(device)
         if device.type == "cuda"
         else platform.processor() or platform.machine(),
-        "torch": torch.__version__,
+        "torch": environment()["torch"],
         "threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
         "loadavg_1m": os.getloadavg()[0],

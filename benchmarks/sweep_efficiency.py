@@ -37,8 +37,8 @@ Targets (issue 4): TPE after half the grid's trials reaches the grid's full-budg
 and TPE + MO-ASHA reaches it with ≤ 50% of the grid's compute. The JSON reports, for each
 target, the median over reps and the share of reps that meet it.
 
-    python benchmarks/sweep_efficiency.py [--problem efficiency|topk_anti_poly] [--reps 20]
-    python benchmarks/sweep_efficiency.py --problem topk_anti_poly --build-table  # re-measure
+    python -m benchmarks.sweep_efficiency [--problem efficiency|topk_anti_poly] [--reps 20]
+    python -m benchmarks.sweep_efficiency --problem topk_anti_poly --build-table  # re-measure
 """
 
 from __future__ import annotations
@@ -58,11 +58,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from benchmarks.common import REPO
 from tti_ray.analysis.hypervolume import hypervolume, reference_point
 
-ROOT = Path(__file__).resolve().parents[1]
-SPACES = ROOT / "benchmarks" / "spaces"
-DATA = ROOT / "benchmarks" / "data"
+SPACES = REPO / "benchmarks" / "spaces"
+DATA = REPO / "benchmarks" / "data"
 K, LAM = "interventions.topk.k", "interventions.anti_poly.coef"
 OBJ = ["val/perplexity", "val/polysemanticity/mean"]
 MODES = ["min", "min"]
@@ -122,7 +122,7 @@ def build_table(work: Path, problem: Problem, out: Path | None = None) -> pd.Dat
     args = [sys.executable, "-m", "tti_ray.sweep", str(problem.table_space), "--out", str(exp),
             "--num-cpus", "2", "--no-tracking"]
     t0 = time.time()
-    r = subprocess.run(args, check=False, cwd=ROOT)
+    r = subprocess.run(args, check=False, cwd=REPO)
     if r.returncode != 0:
         raise SystemExit(f"table sweep failed (exit {r.returncode})")
     df = table_from_experiment(exp)
@@ -320,9 +320,9 @@ def run_benchmark(table: Table, reps: int, budget: int, work: Path,
     res: dict[str, Any] = {
         "problem": problem.name,
         "method": "tabular replay (module docstring): the product's searchers and MO-ASHA "
-                  f"scheduler against {problem.table_csv.relative_to(ROOT)}, "
+                  f"scheduler against {problem.table_csv.relative_to(REPO)}, "
                   "2 concurrent trials",
-        "spaces": {k: str(v.relative_to(ROOT)) for k, v in spaces.items()},
+        "spaces": {k: str(v.relative_to(REPO)) for k, v in spaces.items()},
         "table": {"cells": len(table.curves), "k": table.ks.tolist(), "lambda": table.lams.tolist()},
         "reference_point": dict(zip(OBJ, ref.tolist())),
         "reference_rule": "per objective: worst final value over all cells + 10% of the range",
@@ -409,7 +409,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--reps", type=int, default=20)
     p.add_argument("--budget", type=int, default=16, help="grid size: 16 = its 4 × 4 points")
-    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     p.add_argument("--problem", choices=sorted(PROBLEMS), default="efficiency")
     p.add_argument("--table", type=Path, default=None, help="default: the problem's table")
     p.add_argument("--build-table", action="store_true", help="re-measure the table first")

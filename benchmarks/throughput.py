@@ -1,6 +1,6 @@
 """Training throughput: ``train_run`` vs a bare PyTorch loop over the same model, batch and optimizer.
 
-    python benchmarks/throughput.py [--config configs/tiny.yaml] [--warmup 5] [--steps 20]
+    python -m benchmarks.throughput [--config configs/tiny.yaml] [--warmup 5] [--steps 20]
                                     [--reps 3] [--threads 1] [--out benchmarks/results/throughput.json]
 
 Three variants, same process, same threads, same model shape (the tiny preset by default), same
@@ -15,8 +15,8 @@ lr, grad-norm clip):
   capture being on.
 
 Steady state is the last ``--steps`` steps after ``--warmup`` steps. For ``train_run`` the per-step
-numbers are the trainer's own ``train/tokens_per_s`` timer, read per step (a recording subclass of
-its running window) rather than averaged from the first step; ``wall`` rates use the time between
+numbers are the trainer's own ``train/tokens_per_s`` timer, read per step (``train_run``'s
+``on_step`` hook) rather than averaged from the first step; ``wall`` rates use the time between
 consecutive step ends, so they include all per-step overhead of the loop; ``cpu`` rates divide by
 the process CPU time between step ends instead, which other jobs on a shared machine barely
 disturb (with 1 thread it is the work the step costs). Variants alternate within each repetition
@@ -29,10 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
-import sys
-import tempfile
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -41,14 +38,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-import tti_ray
+from benchmarks.common import REPO, environment, rates, rotation, run_train_run
 from tti_ray.config import RunConfig, load_config
 from tti_ray.data import BlockSampler, load_tokens
 from tti_ray.model import build_model, capture
-from tti_ray.train import loop
+from tti_ray.train.loop import lr_factor, param_groups
 
 
 def bench_config(path: str, warmup: int, steps: int, threads: int) -> RunConfig:
@@ -69,45 +63,6 @@ def bench_config(path: str, warmup: int, steps: int, threads: int) -> RunConfig:
     )
 
 
-def _rates(
-    tokens_per_step: int, secs: list[float], ends: list[float], cpu_ends: list[float], k: int
-) -> dict[str, float]:
-    """Tokens/s over the last k steps: from the per-step timers, from wall time between step ends,
-    and from process CPU time between step ends (robust to other jobs taking the cores)."""
-    return {
-        "tokens_per_s": tokens_per_step * k / sum(secs[-k:]),
-        "wall_tokens_per_s": tokens_per_step * k / (ends[-1] - ends[-k - 1]),
-        "cpu_tokens_per_s": tokens_per_step * k / (cpu_ends[-1] - cpu_ends[-k - 1]),
-    }
-
-
-def run_train_run(cfg: RunConfig, k: int) -> dict[str, float]:
-    secs: list[float] = []
-    ends: list[float] = []
-    cpu_ends: list[float] = []
-    losses: list[float] = []
-
-    class Recording(loop._Window):  # the trainer's own timer, per step
-        def add(self, loss, ce, terms, gnorm, tokens, s):
-            secs.append(s)
-            losses.append(loss)
-            ends.append(time.perf_counter())
-            cpu_ends.append(time.process_time())
-            super().add(loss, ce, terms, gnorm, tokens, s)
-
-    real = loop._Window
-    loop._Window = Recording  # type: ignore[misc]
-    try:
-        with tempfile.TemporaryDirectory() as d:
-            final = loop.train_run(cfg, None, d)
-    finally:
-        loop._Window = real  # type: ignore[misc]
-    assert final["status"] == "finished" and len(secs) == cfg.train.steps
-    out = _rates(cfg.train.batch_size * cfg.model.seq_len, secs, ends, cpu_ends, k)
-    out["final_train_loss"] = losses[-1]
-    return out
-
-
 def run_bare(cfg: RunConfig, k: int, capture_sites: bool) -> dict[str, float]:
     """The same training, written out by hand (no trainer, no hooks unless ``capture_sites``)."""
     t = cfg.train
@@ -115,7 +70,7 @@ def run_bare(cfg: RunConfig, k: int, capture_sites: bool) -> dict[str, float]:
     tokens = load_tokens(cfg.data)
     model = build_model(cfg.model, tokens.vocab_size)
     opt = torch.optim.AdamW(
-        loop.param_groups([model], t.weight_decay), lr=t.lr, betas=(t.beta1, t.beta2)
+        param_groups([model], t.weight_decay), lr=t.lr, betas=(t.beta1, t.beta2)
     )
     sampler = BlockSampler(tokens.train, cfg.model.seq_len, t.seed)
     sites = [(s, i) for s in ("mlp_hidden", "mlp_out") for i in range(cfg.model.n_layer)]
@@ -126,7 +81,7 @@ def run_bare(cfg: RunConfig, k: int, capture_sites: bool) -> dict[str, float]:
     for step in range(t.steps):
         t0 = time.perf_counter()
         for g in opt.param_groups:
-            g["lr"] = t.lr * loop.lr_factor(step, cfg)
+            g["lr"] = t.lr * lr_factor(step, cfg)
         x, y = sampler.batch(sampler.indices(step, t.batch_size))
         ctx = capture(model, sites) if capture_sites else nullcontext({})
         with ctx as acts:
@@ -141,7 +96,7 @@ def run_bare(cfg: RunConfig, k: int, capture_sites: bool) -> dict[str, float]:
         secs.append(time.perf_counter() - t0)
         ends.append(time.perf_counter())
         cpu_ends.append(time.process_time())
-    out = _rates(t.batch_size * cfg.model.seq_len, secs, ends, cpu_ends, k)
+    out = rates(t.batch_size * cfg.model.seq_len, secs, ends, cpu_ends, k)
     out["final_train_loss"] = last_loss
     return out
 
@@ -169,8 +124,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in variants}
     names = list(variants)
     for rep in range(args.reps):
-        order = names[rep % len(names):] + names[: rep % len(names)]  # rotate: no order bias
-        for name in order:
+        for name in rotation(names, rep):  # rotate: no order bias
             r = variants[name]()
             runs[name].append(r)
             print(f"rep {rep} {name:13s} {r['tokens_per_s']:7.0f} tok/s "
@@ -218,12 +172,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "runs": runs,
         "loadavg_before": list(load_before),
         "loadavg_after": list(os.getloadavg()),
-        "cpu_count": os.cpu_count(),
         "note": "2 CPU cores shared with other engineers' jobs; see loadavg",
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "tti_ray_version": tti_ray.__version__,
-        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **environment(),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")

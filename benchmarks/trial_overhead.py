@@ -7,7 +7,7 @@ of a sweep (the intercept) is reported apart. Target (issue 4): ≤ 2 s per 1-wo
 trials are measured with actor reuse (the default, ``resources.reuse_actors``) and with a fresh
 Ray actor process per trial.
 
-    python benchmarks/trial_overhead.py [--trials 8] [--out benchmarks/results]
+    python -m benchmarks.trial_overhead [--trials 8] [--out benchmarks/results]
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks.common import REPO
+
 BASE = {
     "preset": "tiny",
     "model": {"n_layer": 1, "d_model": 32, "n_head": 2, "d_ff": 64, "seq_len": 32},
@@ -90,7 +91,7 @@ def marginal(workers: int, reuse: bool, small: int, large: int, direct: float) -
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--trials", type=int, default=8, help="the larger budget (the smaller is 2)")
-    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     args = p.parse_args()
     direct = direct_seconds(3)
     res = {

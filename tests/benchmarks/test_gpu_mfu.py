@@ -11,13 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-from gpu_mfu import flops_per_token, peak_tflops
-
+from benchmarks.gpu_mfu import flops_per_token, peak_tflops
 from tti_ray.config import load_config
 from tti_ray.model import build_model
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("sets", [{}, {"model.n_layer": 2, "model.d_ff": 256, "model.seq_len": 64}])
@@ -39,12 +37,12 @@ def test_peak_lookup_prefers_the_specific_name():
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU path")
 def test_without_cuda_exits_2_or_runs_a_cpu_smoke(tmp_path):
-    script = str(ROOT / "benchmarks" / "gpu_mfu.py")
-    r = subprocess.run([sys.executable, script], capture_output=True, text=True, cwd=ROOT)
+    script = ["-m", "benchmarks.gpu_mfu"]  # run from the repository root
+    r = subprocess.run([sys.executable, *script], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 2 and "no CUDA" in r.stderr
     out = tmp_path / "mfu.json"
     r = subprocess.run(
-        [sys.executable, script, "--allow-cpu", "--warmup", "1", "--steps", "2",
+        [sys.executable, *script, "--allow-cpu", "--warmup", "1", "--steps", "2",
          "--set", "model.n_layer=1", "--set", "model.seq_len=32", "--set", "train.batch_size=2",
          "--set", "train.threads=1", "--out", str(out)],
         capture_output=True, text=True, cwd=ROOT, timeout=600)

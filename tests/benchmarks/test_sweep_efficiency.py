@@ -3,18 +3,12 @@ against a table of learning curves (a synthetic one here, with the real table's 
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import optuna
 import pandas as pd
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-from sweep_efficiency import (
+from benchmarks.sweep_efficiency import (
     LAM,
     OBJ,
     PROBLEMS,
@@ -27,7 +21,6 @@ from sweep_efficiency import (
     run_benchmark,
     simulate,
 )
-
 from tti_ray.sweep.space import load_search_space
 
 

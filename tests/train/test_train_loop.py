@@ -137,3 +137,21 @@ def test_eval_reports_the_metrics_its_config_asks_for(small_cfg, tmp_path, perms
     assert ("val/polysemanticity_calibrated/mean" in final) == (perms > 0)
     assert ("val/category_polysemanticity_calibrated/mean" in final) == (cats is not None)
     assert ("val/category_polysemanticity_live/mean" in final) == (cats is not None)
+
+
+def test_on_step_sees_every_step_and_changes_nothing(small_cfg, tmp_path):
+    """The public per-step hook (what the benchmarks time with) is called once per optimizer
+    step and leaves the run bit-identical."""
+    cfg = small_cfg()
+    seen: list[loop.StepStats] = []
+    with_hook = train_run(cfg, None, tmp_path / "a", on_step=seen.append)
+    without = train_run(cfg, None, tmp_path / "b")
+    assert [s.step for s in seen] == list(range(1, cfg.train.steps + 1))
+    assert all(s.tokens == cfg.train.batch_size * cfg.model.seq_len for s in seen)
+    assert all(s.seconds > 0 for s in seen)
+    wa = load_file(tmp_path / "a/checkpoint/model.safetensors")
+    wb = load_file(tmp_path / "b/checkpoint/model.safetensors")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    timing = {"train/tokens_per_s"}
+    assert {k: v for k, v in with_hook.items() if k not in timing} == {
+        k: v for k, v in without.items() if k not in timing}

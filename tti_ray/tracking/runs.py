@@ -57,7 +57,7 @@ def numeric_metrics(metrics: dict[str, Any]) -> dict[str, float]:
 
 def provenance_tags() -> dict[str, str]:
     import tti_ray
-    from tti_ray.train.reporter import _git_commit
+    from tti_ray.provenance import git_commit as _git_commit
 
     try:
         user = getpass.getuser()

@@ -14,20 +14,18 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
 from tti_ray.config import RunConfig
 from tti_ray.data import TokenData, eval_blocks
+from tti_ray.interventions import category_map
 from tti_ray.metrics import ActivationStats, perplexity, position_permutations, site_metrics
 from tti_ray.model import capture
-
-if TYPE_CHECKING:
-    from tti_ray.train.loop import DistInfo
+from tti_ray.train.dist import DistInfo, maybe_all_reduce
 
 
 def metric_sample(tokens: TokenData, cfg: RunConfig) -> torch.Tensor:
@@ -57,8 +55,7 @@ def val_loss(
         )
         total[0] += ce.double()
         total[1] += b[:, 1:].numel()
-    if di.world > 1:
-        dist.all_reduce(total)
+    maybe_all_reduce(total)
     return float(total[0] / total[1].clamp_min(1))
 
 
@@ -78,8 +75,6 @@ _CATEGORY_CACHE: dict[tuple[str, str], torch.Tensor] = {}
 
 def _id_categories(kind: str, tokens: TokenData) -> torch.Tensor:
     """Category of every model id (``LongTensor[vocab]``), built once per process and corpus."""
-    from tti_ray.interventions.categories import category_map
-
     key = (kind, str(tokens.directory))
     if key not in _CATEGORY_CACHE:
         _CATEGORY_CACHE[key] = category_map(kind, tokens).ids

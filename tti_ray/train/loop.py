@@ -11,13 +11,13 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
@@ -27,7 +27,9 @@ from tti_ray.data.batches import require_blocks
 from tti_ray.interventions import StepContext, build_interventions
 from tti_ray.interventions.registry import attach_all
 from tti_ray.model import build_model, capture
+from tti_ray.toy import run_toy
 from tti_ray.train.checkpoint import load_train_state, load_weights, save_checkpoint
+from tti_ray.train.dist import DistInfo, any_worker, maybe_barrier, maybe_ddp, maybe_no_sync
 from tti_ray.train.evaluate import evaluate
 from tti_ray.train.reporter import Reporter, RunFiles, provenance
 
@@ -36,21 +38,6 @@ FINISHED, DIVERGED = "finished", "diverged"
 
 class TrainSetupError(ValueError):
     """A run that cannot start as configured (one line, names the key)."""
-
-
-@dataclass(frozen=True)
-class DistInfo:
-    """Rank, world size and device of this worker (1 worker: rank 0 of 1)."""
-
-    rank: int = 0
-    world: int = 1
-    device: torch.device | None = None
-
-    @classmethod
-    def detect(cls, device: torch.device | None = None) -> DistInfo:
-        if dist.is_available() and dist.is_initialized():
-            return cls(dist.get_rank(), dist.get_world_size(), device)
-        return cls(0, 1, device)
 
 
 def resolve_device(cfg: RunConfig, hint: torch.device | None) -> torch.device:
@@ -99,8 +86,10 @@ def param_groups(modules: list[nn.Module], weight_decay: float) -> list[dict[str
     ]
 
 
-class _Stepper(nn.Module):
-    """Model + interventions as one module, so DDP sees every trainable parameter."""
+class TrainObjective(nn.Module):
+    """Model + interventions as one module, so DDP sees every trainable parameter; ``forward``
+    returns the training loss ``CE + sum(coef * term)``, the CE and the weighted terms. Public so
+    that a benchmark can time the trainer's own step (``benchmarks/interventions.py``)."""
 
     def __init__(self, model: nn.Module, interventions: nn.ModuleDict) -> None:
         super().__init__()
@@ -128,6 +117,17 @@ class _Stepper(nn.Module):
         return total, ce, terms
 
 
+@dataclass(frozen=True)
+class StepStats:
+    """One optimizer step as the trainer timed it, passed to ``train_run(on_step=...)`` (how the
+    benchmarks read per-step timings)."""
+
+    step: int  # optimizer steps done, this one included
+    loss: float  # CE + weighted terms, mean over the micro-batches
+    seconds: float  # wall time of the step: the timer behind train/tokens_per_s
+    tokens: int  # tokens in the step's batch (train.batch_size × model.seq_len)
+
+
 def train_run(
     cfg: RunConfig,
     reporter: Reporter | None = None,
@@ -136,16 +136,16 @@ def train_run(
     *,
     dist_info: DistInfo | None = None,
     progress: bool = False,
+    on_step: Callable[[StepStats], None] | None = None,
 ) -> dict[str, Any]:
     """Train one run; return its final metrics (``status``: ``finished`` or ``diverged``).
 
     Files (rank 0): ``out_dir/metrics.jsonl`` (one record per eval), ``metrics.json`` (final),
     ``config.yaml`` (resolved config + provenance), ``checkpoint/``. With ``resume=True`` and a
     checkpoint present, training continues from it and ends bit-identical (CPU) to an
-    uninterrupted run."""
+    uninterrupted run. ``on_step`` (LM workloads) is called after every optimizer step, before
+    any eval or checkpoint of that step, with the step's :class:`StepStats`."""
     if cfg.workload != "lm":
-        from tti_ray.toy import run_toy
-
         out = Path(out_dir or f"runs/{cfg.name}")
         out.mkdir(parents=True, exist_ok=True)
         return run_toy(cfg, reporter, out)
@@ -173,7 +173,7 @@ def train_run(
     attach_all(ivs, model)
     model.to(device)
     ivs.to(device)
-    stepper = _Stepper(model, ivs)
+    stepper = TrainObjective(model, ivs)
     opt = torch.optim.AdamW(
         param_groups([model, ivs], t.weight_decay),
         lr=t.lr,
@@ -190,14 +190,7 @@ def train_run(
     elif di.rank == 0:
         files.start(cfg, provenance(cfg))
 
-    wrapped: nn.Module = stepper
-    if di.world > 1:
-        has_iv_params = any(True for _ in ivs.parameters())
-        wrapped = nn.parallel.DistributedDataParallel(
-            stepper,
-            device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=has_iv_params,
-        )
+    wrapped = maybe_ddp(stepper, device, find_unused_parameters=any(True for _ in ivs.parameters()))
 
     sampler = BlockSampler(tokens.train, cfg.model.seq_len, t.seed)
     amp = autocast_dtype(cfg, device)
@@ -228,9 +221,7 @@ def train_run(
         for micro in range(t.grad_accum):
             x, y = sampler.batch(idx[micro * per_micro : (micro + 1) * per_micro])
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            sync = micro == t.grad_accum - 1 or di.world == 1
-            ctx = nullcontext() if sync else wrapped.no_sync()  # type: ignore[operator]
-            with ctx:
+            with maybe_no_sync(wrapped, sync=micro == t.grad_accum - 1):
                 with autocast():
                     total, ce, terms = wrapped(x, y, step)
                 scaler.scale(total / t.grad_accum).backward()
@@ -247,19 +238,16 @@ def train_run(
         scaler.update()
         opt.zero_grad(set_to_none=True)
         step += 1
-        window.add(loss_sum, ce_sum, term_sums, gnorm, t.batch_size * cfg.model.seq_len,
-                   time.perf_counter() - t0)
+        secs, n_tokens = time.perf_counter() - t0, t.batch_size * cfg.model.seq_len
+        if on_step is not None:
+            on_step(StepStats(step, loss_sum, secs, n_tokens))
+        window.add(loss_sum, ce_sum, term_sums, gnorm, n_tokens, secs)
         if bar is not None:
             bar.update(1)
             if step % t.log_every == 0:
                 bar.set_postfix(loss=f"{loss_sum:.3f}", lr=f"{lr:.2e}")
 
-        if di.world > 1:  # every rank must agree to stop, or the next collective hangs
-            flag = torch.tensor([0.0 if math.isfinite(loss_sum) else 1.0], device=device)
-            dist.all_reduce(flag)
-            if flag.item() > 0:
-                loss_sum = float("nan")
-        if not math.isfinite(loss_sum):
+        if any_worker(not math.isfinite(loss_sum), device):  # all ranks stop together
             status = DIVERGED
             last = {**window.flush(lr), "status": DIVERGED, "step": step}
             last["val/loss"] = last["val/perplexity"] = float("inf")
@@ -282,8 +270,7 @@ def train_run(
                 ckpt_dir, model=model, interventions=ivs, optimizer=opt, step=step, cfg=cfg,
                 tokens=tokens,
             )
-        if di.world > 1:
-            dist.barrier()
+        maybe_barrier()
         model.train()
         ivs.train()
         metrics["status"] = FINISHED if step == t.steps else "running"
@@ -293,7 +280,7 @@ def train_run(
             reporter.report(metrics, step=step, checkpoint=saved)
     if bar is not None:
         bar.close()
-    if di.world > 1:
+    if di.world > 1:  # a file of data-parallel runs only (not a collective)
         _write_worker_record(files.root, di, sampler, t.batch_size, stepper)
     if status == FINISHED and "val/loss" not in last:
         # resumed from a final checkpoint: nothing left to train, but the caller still needs
@@ -370,4 +357,13 @@ def read_final_metrics(out_dir: str | Path) -> dict[str, Any]:
     return json.loads((Path(out_dir) / "metrics.json").read_text())
 
 
-__all__ = ["DistInfo", "TrainSetupError", "read_final_metrics", "train_run"]
+__all__ = [
+    "DistInfo",
+    "StepStats",
+    "TrainObjective",
+    "TrainSetupError",
+    "lr_factor",
+    "param_groups",
+    "read_final_metrics",
+    "train_run",
+]

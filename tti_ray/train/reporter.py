@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
 from pathlib import Path
 from typing import Any, Protocol
 
 import yaml
 
-import tti_ray
 from tti_ray.config import RunConfig
 from tti_ray.io import atomic_write_text
+from tti_ray.provenance import git_commit, versions
 
 
 class Reporter(Protocol):
@@ -23,27 +22,13 @@ class Reporter(Protocol):
         ...
 
 
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(tti_ray.__file__).parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
-
-
 def provenance(cfg: RunConfig) -> dict[str, Any]:
-    import torch
-
+    """The ``provenance`` section of a run's ``config.yaml`` (see :mod:`tti_ray.provenance`)."""
+    v = versions()
     return {
-        "tti_ray_version": tti_ray.__version__,
-        "git_commit": _git_commit(),
-        "torch_version": str(torch.__version__),
+        "tti_ray_version": v["tti_ray"],
+        "git_commit": git_commit(),
+        "torch_version": v["torch"],
         "seed": cfg.train.seed,
     }
 
