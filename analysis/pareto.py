@@ -23,8 +23,8 @@ import numpy as np
 import pandas as pd
 
 from analysis.cli import user_errors
-from tti_ray.cli import OneLineParser
 from analysis.sources import Source, load_source
+from tti_ray.cli import OneLineParser
 
 
 def default_out(src: Source) -> Path:

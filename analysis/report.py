@@ -58,10 +58,13 @@ from tti_ray.analysis.tables import (  # jsonable: NaN -> null, numpy unwrapped 
     STATUS,
     STATUSES,
     TRIAL_ID,
-    jsonable as _jsonable,
     is_multi_seed,
     summary_vs_baseline,
 )
+from tti_ray.analysis.tables import (
+    jsonable as _jsonable,
+)
+from tti_ray.trials import TERMINAL, TrialStatus
 
 TEMPLATES = Path(__file__).parent / "templates"
 ARTIFACT_PATH = "analysis"
@@ -80,9 +83,10 @@ def sweep_status(src: Source) -> dict[str, Any]:
     n = len(df)
     total = max(src.expected_trials or n, n)
     parts = [f"{counts[FINISHED]} of {total} trials finished"]
-    shown = ("running", "pending", "diverged", "early_stopped", "failed")
+    T = TrialStatus
+    shown = [s.value for s in (T.RUNNING, T.PENDING, T.DIVERGED, T.EARLY_STOPPED, T.FAILED)]
     parts += [f"{counts[s]} {s.replace('_', '-')}" for s in shown if counts[s]]
-    if counts["running"] and src.updated_at is not None:
+    if counts[TrialStatus.RUNNING] and src.updated_at is not None:
         # a killed sweep leaves its trials "running": the table's age tells the two apart
         age = _age(max(0.0, time.time() - src.updated_at))
         parts[1] += f" (trial table last written {age} ago)"  # parts[1] is the running count
@@ -96,7 +100,7 @@ def sweep_status(src: Source) -> dict[str, Any]:
         "n_planned": src.expected_trials,
         "line": "; ".join(parts),
         "complete": total
-        == counts[FINISHED] + sum(counts[s] for s in ("diverged", "early_stopped", "failed"))
+        == counts[FINISHED] + sum(counts[s] for s in TERMINAL if s != FINISHED)
         and total == n,
     }
 

@@ -35,6 +35,7 @@ from tti_ray.analysis.hypervolume import (
 )
 from tti_ray.analysis.pareto import Objective, front_ranks, parse_objectives
 from tti_ray.analysis.stats import aggregate, holm, welch_t_test
+from tti_ray.trials import STATUSES, TERMINAL, TrialStatus
 
 TRIAL_ID, CONFIG_ID, STATUS, SEED, CHECKPOINT = (
     "trial_id",
@@ -45,9 +46,7 @@ TRIAL_ID, CONFIG_ID, STATUS, SEED, CHECKPOINT = (
 )
 METHOD = "method"
 FEASIBLE = "feasible"
-STATUSES = ("finished", "diverged", "early_stopped", "failed", "running", "pending")
-FINISHED = "finished"
-TERMINAL = ("finished", "diverged", "early_stopped", "failed")
+FINISHED = TrialStatus.FINISHED.value
 ORDER_COLUMNS = ("completed_at", "trial_index")  # first one present gives the completion order
 RESERVED = (TRIAL_ID, CONFIG_ID, STATUS, SEED, CHECKPOINT, METHOD, FEASIBLE, *ORDER_COLUMNS)
 

@@ -41,6 +41,7 @@ from tti_ray.sweep.preflight import token_auth_like_auto as _token_auth_like_aut
 from tti_ray.sweep.resume import check_restorable, write_meta
 from tti_ray.sweep.signals import Interrupts
 from tti_ray.sweep.space import SearchSpace
+from tti_ray.trials import TERMINAL, TrialStatus
 
 TUNE_NAME = "tune"
 
@@ -171,7 +172,7 @@ def write_outputs(space: SearchSpace, exp_dir: Path, df: pd.DataFrame) -> dict[s
 def _phase_diagram(df: pd.DataFrame, params: list[str], out: Path, name: str) -> None:
     from tti_ray.toy.superposition import phase_diagram
 
-    done = df[(df["status"] == "finished") & df["toy/phase"].notna()] if "toy/phase" in df else []
+    done = df[(df["status"] == TrialStatus.FINISHED) & df["toy/phase"].notna()] if "toy/phase" in df else []
     if len(done):
         x, y = (p.removeprefix("toy.") for p in params)
         records = [{x: r[params[0]], y: r[params[1]], "toy/phase": r["toy/phase"]}
@@ -186,7 +187,7 @@ class _Progress:
         self.space = space
 
     def __call__(self, df: pd.DataFrame) -> None:
-        done = df[df["status"].isin(["finished", "diverged", "early_stopped", "failed"])]
+        done = df[df["status"].isin(TERMINAL)]
         last = done.sort_values("completed_at").iloc[-1] if len(done) else None
         if last is None:
             return
@@ -194,7 +195,7 @@ class _Progress:
             f"{m}={last.get(m):.4g}" if isinstance(last.get(m), float) else f"{m}=–"
             for m in self.space.metrics
         )
-        if self.space.constraints and last["status"] == "finished":
+        if self.space.constraints and last["status"] == TrialStatus.FINISHED:
             feas = last.get("feasible")
             vals += "  " + {True: "feasible", False: "INFEASIBLE"}.get(feas, "feasible: pending")
         counts = df["status"].value_counts().to_dict()
@@ -415,6 +416,6 @@ def _run(plan: SweepPlan, tracker: Any, irq: Interrupts) -> dict[str, Any]:
     if tracker:
         tracker.finish(df, status="KILLED" if irq.signum else "FINISHED")
     irq.raise_if_interrupted()
-    n_finished = int((df["status"] == "finished").sum()) if len(df) else 0
+    n_finished = int((df["status"] == TrialStatus.FINISHED).sum()) if len(df) else 0
     return {"trials": df, "parameters": list(space.parameters), "objectives": space.metrics,
             "n_finished": n_finished, **out}

@@ -32,6 +32,7 @@ from tti_ray.tracking.config import (
 )
 from tti_ray.tracking.redact import flatten, param_value, redact_mapping, redact_text, redact_tree
 from tti_ray.tracking.runs import ROLE, RUN_STATUS, STATUS, TERMINAL, provenance_tags
+from tti_ray.trials import TrialStatus
 
 FEASIBLE = "tti_ray.feasible"  # "true" / "false": every constraint of the search space met
 OUTPUTS = ("trials.csv", "pareto.csv", "pareto.json", "hypervolume.json", "front.png")
@@ -64,7 +65,7 @@ class SweepTracker:
                 state.get("experiment_id") == experiment_id):
             parent = state.get("parent_run_id")
         searched, objectives = list(space.parameters), list(space.metrics)
-        tags = {ROLE: "sweep", STATUS: "running", "tti_ray.searched": ",".join(searched),
+        tags = {ROLE: "sweep", STATUS: TrialStatus.RUNNING.value, "tti_ray.searched": ",".join(searched),
                 "tti_ray.objectives": ",".join(f"{o.metric}:{o.mode}" for o in space.objectives),
                 "tti_ray.exp_dir": str(exp_dir), "mlflow.source.name": "tti_ray.sweep",
                 **provenance_tags()}
@@ -140,7 +141,7 @@ class SweepTracker:
             return
         self._n_logged = ended
         metrics = [["sweep/trials_ended", ended, _now_ms(), ended],
-                   ["sweep/trials_finished", int((df["status"] == "finished").sum()), _now_ms(),
+                   ["sweep/trials_finished", int((df["status"] == TrialStatus.FINISHED).sum()), _now_ms(),
                     ended]]
         try:
             hv = json.loads((self.exp_dir / "hypervolume.json").read_text()).get("hypervolume")
