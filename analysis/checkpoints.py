@@ -15,7 +15,7 @@ import numpy as np
 
 from analysis.page import Report, img, para
 from analysis.plots import ALWAYS_ON, DEAD, config_labels, plot_utilization
-from tti_ray.analysis.tables import CONFIG_ID, FINISHED, STATUS, TRIAL_ID
+from tti_ray.fronts.tables import CONFIG_ID, FINISHED, STATUS, TRIAL_ID
 
 
 def checkpoint_trials(rep: Report, max_n: int) -> list[tuple[str, str, Path]]:

@@ -4,10 +4,10 @@ Export a sweep's Pareto front: ``DIR/pareto.csv``, ``pareto.json``, ``pareto.par
 ``hypervolume.json`` and ``front.png``. SOURCE is an experiment directory or
 ``mlflow:<experiment>@<tracking uri>`` (:mod:`analysis.sources`).
 
-Everything is computed by :mod:`tti_ray.analysis` (the same code the sweep runs): the front is
-:func:`~tti_ray.analysis.tables.pareto_table` (non-dominated finished trials, or configurations by
+Everything is computed by :mod:`tti_ray.fronts` (the same code the sweep runs): the front is
+:func:`~tti_ray.fronts.tables.pareto_table` (non-dominated finished trials, or configurations by
 their seed means when a configuration has several seeds), the hypervolume and its stated
-reference point :func:`~tti_ray.analysis.tables.hypervolume_report` (default reference: the
+reference point :func:`~tti_ray.fronts.tables.hypervolume_report` (default reference: the
 worst finished value of each objective pushed out by 10 % of its range; ``--ref`` fixes it).
 """
 
@@ -79,8 +79,8 @@ def export_pareto(
 ) -> dict[str, Any]:
     """Write the front files for ``src`` into ``out``; returns the table, hypervolume report and
     the paths written. Works with no finished trial (an empty front, hypervolume 0)."""
-    from tti_ray.analysis.plots import plot_front
-    from tti_ray.analysis.tables import hypervolume_report, pareto_json, pareto_table
+    from tti_ray.fronts.figures import plot_front
+    from tti_ray.fronts.tables import hypervolume_report, pareto_json, pareto_table
 
     out = Path(out)
     if out.exists() and not out.is_dir():

@@ -193,7 +193,7 @@ def plot_probes(
     ``results``: one :func:`run_probes` output, or ``{label: output}`` to compare runs."""
     from matplotlib.figure import Figure
 
-    from tti_ray.analysis.plots import save_figure
+    from tti_ray.fronts.figures import save_figure
 
     runs = {"": results} if "results" in results else results
     fig = Figure(figsize=(9.0, 3.6 + 0.22 * len(runs) * 2), layout="constrained")

@@ -10,7 +10,7 @@ PNGs and front files next to it). SOURCE is an experiment directory or
 2. **Pareto front** (:mod:`analysis.pareto`): plot, table, hypervolume and its reference point.
 3. **Configurations vs baseline**: per configuration, each objective's seed mean, std and 95 %
    CI, and Welch's t-test against the baseline (Holm-adjusted p, Cohen's d):
-   :func:`tti_ray.analysis.tables.summary_vs_baseline`. **Baseline**: ``--baseline CONFIG_ID``,
+   :func:`tti_ray.fronts.tables.summary_vs_baseline`. **Baseline**: ``--baseline CONFIG_ID``,
    else the configuration whose searched values are smallest (sorted by the first parameter,
    then the next, ...: the one with every searched coefficient at its minimum when there is one)
    among the configurations with a finished trial.
@@ -52,7 +52,7 @@ from analysis.plots import (
     plot_sensitivity,
 )
 from analysis.sources import Source, load_source
-from tti_ray.analysis.tables import (  # jsonable: NaN -> null, numpy unwrapped (pareto.json's)
+from tti_ray.fronts.tables import (  # jsonable: NaN -> null, numpy unwrapped (pareto.json's)
     CONFIG_ID,
     FINISHED,
     STATUS,
@@ -61,7 +61,7 @@ from tti_ray.analysis.tables import (  # jsonable: NaN -> null, numpy unwrapped 
     is_multi_seed,
     summary_vs_baseline,
 )
-from tti_ray.analysis.tables import (
+from tti_ray.fronts.tables import (
     jsonable as _jsonable,
 )
 from tti_ray.trials import TERMINAL, TrialStatus
@@ -279,7 +279,7 @@ def _plots_section(rep: Report) -> None:
             "and headline metrics (<code>correlations.csv</code>).",
         ),
     )
-    from tti_ray.analysis.plots import plot_hypervolume_history
+    from tti_ray.fronts.figures import plot_hypervolume_history
 
     hv = rep.data["hypervolume"]
     rep.section(

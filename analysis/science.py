@@ -23,7 +23,7 @@ import pandas as pd
 import yaml
 
 from analysis.cli import user_errors
-from tti_ray.analysis.tables import summary_vs_baseline
+from tti_ray.fronts.tables import summary_vs_baseline
 from tti_ray.sweep.space import config_id
 
 ALPHA = 0.05

@@ -1,7 +1,7 @@
 """Where a sweep's trials come from: an experiment directory or an MLflow experiment.
 
 ``load_source(spec)`` turns either into one :class:`Source`: the trials table in the
-``trials.csv`` format of :mod:`tti_ray.analysis.tables` (``trial_id``, ``config_id``, ``status``,
+``trials.csv`` format of :mod:`tti_ray.fronts.tables` (``trial_id``, ``config_id``, ``status``,
 ``seed``, one column per searched parameter by dotted path, one per metric, ``completed_at``,
 ``checkpoint``), plus what the analysis needs to know about the sweep (objectives, searched
 parameters, how many trials were planned, local checkpoints).
@@ -41,7 +41,7 @@ from typing import Any
 
 import pandas as pd
 
-from tti_ray.analysis.pareto import Objective, parse_objectives
+from tti_ray.fronts.dominance import Objective, parse_objectives
 from tti_ray.config.load import parse_yaml, read_yaml
 from tti_ray.trials import STATUSES, TrialStatus, config_id
 
@@ -188,7 +188,7 @@ def _from_dir(d: Path) -> Source:
         params, objs, expected, log = _space_info(raw)
         name = raw.get("name") or d.name
     else:
-        from tti_ray.analysis.tables import searched_parameters
+        from tti_ray.fronts.tables import searched_parameters
 
         params, objs, expected, log = (
             searched_parameters(df),

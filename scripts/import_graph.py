@@ -22,7 +22,7 @@ PACKAGES = ("tti_ray", "analysis")
 
 # Lowest first; a stage may import only stages below it. Names in one tuple are one stage.
 STAGES: list[tuple[str, ...]] = [
-    ("tti_ray.io", "tti_ray.lock", "tti_ray.cli", "tti_ray.provenance"),  # leaf utilities
+    ("tti_ray.io", "tti_ray.lock", "tti_ray.cli", "tti_ray.trials", "tti_ray.provenance"),  # leaf
     ("tti_ray.config",),
     ("tti_ray.data",),
     ("tti_ray.model",),
@@ -32,7 +32,7 @@ STAGES: list[tuple[str, ...]] = [
     ("tti_ray.train",),
     ("tti_ray.tracking",),
     ("tti_ray.sae", "tti_ray.export"),
-    ("tti_ray.fronts", "tti_ray.analysis"),  # the pure Pareto/HV/statistics core
+    ("tti_ray.fronts", "tti_ray.fronts"),  # the pure Pareto/HV/statistics core
     ("tti_ray.sweep", "tti_ray.sae_eval"),
     ("analysis",),  # the user-facing CLIs
 ]
@@ -127,7 +127,7 @@ def main() -> int:
     ap.add_argument("--verbose", "-v", action="store_true")
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
-    graph = grimp.build_graph(*PACKAGES, include_external_packages=False)
+    graph = grimp.build_graph(*PACKAGES, include_external_packages=False, cache_dir=None)
 
     cycles = sccs(graph)
     upward = []

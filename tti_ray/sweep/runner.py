@@ -126,8 +126,8 @@ def plan_sweep(
 
 def write_outputs(space: SearchSpace, exp_dir: Path, df: pd.DataFrame) -> dict[str, Any]:
     """pareto.csv/json, hypervolume.json, front.png from the trials table."""
-    from tti_ray.analysis.plots import plot_front
-    from tti_ray.analysis.tables import hypervolume_report, pareto_json, pareto_table
+    from tti_ray.fronts.figures import plot_front
+    from tti_ray.fronts.tables import hypervolume_report, pareto_json, pareto_table
 
     objs = [(o.metric, o.mode) for o in space.objectives]
     spec = ",".join(f"{m}:{d}" for m, d in objs)
@@ -142,7 +142,7 @@ def write_outputs(space: SearchSpace, exp_dir: Path, df: pd.DataFrame) -> dict[s
     pj["constraints"] = hv["constraints"]
     atomic_write_text(exp_dir / "pareto.json", json.dumps(pj, indent=1, allow_nan=False))
     atomic_write_text(exp_dir / "hypervolume.json", json.dumps(hv, indent=1, allow_nan=False))
-    from tti_ray.analysis.tables import main_effects, summary_vs_baseline
+    from tti_ray.fronts.tables import main_effects, summary_vs_baseline
     from tti_ray.sweep.space import config_id
 
     metrics = [m for m in [*space.metrics, *space.report_metrics] if m in df.columns]

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tti_ray.analysis.hypervolume import (
+from tti_ray.fronts.hypervolume import (
     DEFAULT_MARGIN,
     DEFAULT_RULE,
     describe_reference_rule,
@@ -33,8 +33,8 @@ from tti_ray.analysis.hypervolume import (
     hypervolume_history,
     reference_point,
 )
-from tti_ray.analysis.pareto import Objective, front_ranks, parse_objectives
-from tti_ray.analysis.stats import aggregate, holm, welch_t_test
+from tti_ray.fronts.dominance import Objective, front_ranks, parse_objectives
+from tti_ray.fronts.stats import aggregate, holm, welch_t_test
 from tti_ray.trials import STATUSES, TERMINAL, TrialStatus
 
 TRIAL_ID, CONFIG_ID, STATUS, SEED, CHECKPOINT = (
@@ -182,7 +182,7 @@ def pareto_table(
     finished seeds, and ``n_seeds`` says how many) and the non-dominated configurations by their
     seed means are returned, plus ``rank``. ``all_fronts=True`` returns every eligible row with
     its front index. Rows are sorted by rank, then by the first objective (best first).
-    Duplicated points are all kept (see :mod:`tti_ray.analysis.pareto`). Infeasible trials are
+    Duplicated points are all kept (see :mod:`tti_ray.fronts.dominance`). Infeasible trials are
     never on it (:func:`finished_trials`); with several seeds, neither is a configuration with
     an infeasible finished seed.
     """
@@ -267,7 +267,7 @@ def hypervolume_report(
     """``hypervolume.json``: the hypervolume of the finished trials (trial level, one point per
     trial, also in multi-seed sweeps) and its history.
 
-    ``ref=None`` uses the default rule (:mod:`tti_ray.analysis.hypervolume`) over the finished
+    ``ref=None`` uses the default rule (:mod:`tti_ray.fronts.hypervolume`) over the finished
     trials; a given point is used as is. ``history`` has one entry per *terminal* trial
     (finished, diverged, early_stopped, failed) in completion order (``completed_at``, else
     ``trial_index``, else row order): ``n_completed`` counts all of them, so the curve shows the
@@ -333,7 +333,7 @@ def summary_vs_baseline(
     baseline's ``n`` and mean, ``diff`` = mean - baseline mean, ``diff_pct`` = 100 * diff /
     |baseline mean| (seed 001's "Δ%"; NaN for a zero baseline mean), Welch's ``t``, ``dof``,
     two-sided ``p_value``, ``p_holm`` (Holm-adjusted over the configurations of that metric) and
-    pooled ``cohens_d`` (conventions in :mod:`tti_ray.analysis.stats`: NaN where a side has
+    pooled ``cohens_d`` (conventions in :mod:`tti_ray.fronts.stats`: NaN where a side has
     fewer than two finite seeds), then the searched parameters. The baseline's own rows have
     ``is_baseline`` True and NaN tests. ``config_id`` s are matched as strings.
     """

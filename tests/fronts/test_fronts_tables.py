@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from tti_ray.analysis.tables import (
+from tti_ray.fronts.tables import (
     aggregate_by_config,
     finished_trials,
     hypervolume_report,

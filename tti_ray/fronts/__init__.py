@@ -1,14 +1,15 @@
-"""The multi-objective and statistics core shared by the sweep and the ``analysis`` CLI.
+"""Pareto fronts, hypervolume and multi-seed statistics: the pure core that the sweep (its output
+files, MO-ASHA) and the user-facing ``analysis`` CLIs (top-level ``analysis/``) share.
 
-* :mod:`~tti_ray.analysis.pareto`: objectives, dominance, non-dominated sorting, MO-ASHA ranking.
-* :mod:`~tti_ray.analysis.hypervolume`: exact hypervolume, the reference-point rule, history.
-* :mod:`~tti_ray.analysis.stats`: multi-seed mean/std/CI, Welch's t-test, Cohen's d.
-* :mod:`~tti_ray.analysis.tables`: the same over a ``trials.csv`` DataFrame (pandas).
-* :mod:`~tti_ray.analysis.plots`: front and hypervolume PNGs (matplotlib).
+* :mod:`~tti_ray.fronts.dominance`: objectives, dominance, non-dominated sorting, MO-ASHA ranking.
+* :mod:`~tti_ray.fronts.hypervolume`: exact hypervolume, the reference-point rule, history.
+* :mod:`~tti_ray.fronts.stats`: multi-seed mean/std/CI, Welch's t-test, Cohen's d.
+* :mod:`~tti_ray.fronts.tables`: the same over a ``trials.csv`` DataFrame (pandas).
+* :mod:`~tti_ray.fronts.figures`: front and hypervolume PNGs (matplotlib).
 
 The first three need only numpy at import (the sweep scheduler uses them inside Ray workers);
-the names of ``tables`` and ``plots`` are imported on first access, so ``import
-tti_ray.analysis`` does not pull in pandas or matplotlib.
+the names of ``tables`` and ``figures`` are imported on first access, so ``import
+tti_ray.fronts`` does not pull in pandas or matplotlib.
 """
 
 from __future__ import annotations
@@ -16,13 +17,13 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from tti_ray.analysis.hypervolume import (
+from tti_ray.fronts.hypervolume import (
     describe_reference_rule,
     hypervolume,
     hypervolume_history,
     reference_point,
 )
-from tti_ray.analysis.pareto import (
+from tti_ray.fronts.dominance import (
     Objective,
     crowding_distance,
     dominates,
@@ -34,7 +35,7 @@ from tti_ray.analysis.pareto import (
     select_top,
     to_minimization,
 )
-from tti_ray.analysis.stats import Aggregate, WelchResult, aggregate, cohens_d, holm, welch_t_test
+from tti_ray.fronts.stats import Aggregate, WelchResult, aggregate, cohens_d, holm, welch_t_test
 
 _LAZY = {
     "aggregate_by_config": "tables",
@@ -44,8 +45,8 @@ _LAZY = {
     "pareto_table": "tables",
     "searched_parameters": "tables",
     "summary_vs_baseline": "tables",
-    "plot_front": "plots",
-    "plot_hypervolume_history": "plots",
+    "plot_front": "figures",
+    "plot_hypervolume_history": "figures",
 }
 
 __all__ = [
@@ -75,5 +76,5 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        return getattr(importlib.import_module(f"tti_ray.analysis.{_LAZY[name]}"), name)
-    raise AttributeError(f"module 'tti_ray.analysis' has no attribute {name!r}")
+        return getattr(importlib.import_module(f"tti_ray.fronts.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'tti_ray.fronts' has no attribute {name!r}")

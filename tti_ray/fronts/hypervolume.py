@@ -29,7 +29,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from tti_ray.analysis.pareto import Objective, modes_of, non_dominated_mask, to_minimization
+from tti_ray.fronts.dominance import Objective, modes_of, non_dominated_mask, to_minimization
 
 DEFAULT_RULE = "nadir+range"
 DEFAULT_MARGIN = 0.1

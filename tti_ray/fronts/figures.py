@@ -17,8 +17,8 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
 
-from tti_ray.analysis.pareto import Objective, non_dominated_mask, parse_objectives
-from tti_ray.analysis.tables import (
+from tti_ray.fronts.dominance import Objective, non_dominated_mask, parse_objectives
+from tti_ray.fronts.tables import (
     METHOD,
     ObjectivesLike,
     _points,
@@ -145,7 +145,7 @@ def plot_hypervolume_history(
     """Hypervolume against completed trials, as a step curve.
 
     ``history``: a list of floats (one per trial), the ``history`` list of
-    :func:`~tti_ray.analysis.tables.hypervolume_report` (``{n_completed, hypervolume}``), or a
+    :func:`~tti_ray.fronts.tables.hypervolume_report` (``{n_completed, hypervolume}``), or a
     mapping label -> either of those to compare searchers on one axis. Returns the PNG path.
     """
     curves = dict(history) if isinstance(history, Mapping) else {"": history}
