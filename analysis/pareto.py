@@ -23,8 +23,8 @@ import numpy as np
 import pandas as pd
 
 from analysis.cli import user_errors
-from analysis.sources import Source, load_source
-from tti_ray.cli import OneLineParser
+from analysis.sources import Source, SourceError, load_source
+from tti_ray.cli import OneLineParser, UserError
 
 
 def default_out(src: Source) -> Path:
@@ -84,12 +84,12 @@ def export_pareto(
 
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise ValueError(f"--out: {out} exists and is not a directory")
+        raise UserError(f"--out: {out} exists and is not a directory")
     df, spec = src.trials, src.objective_spec
     missing = [o.metric for o in src.objectives if o.metric not in df.columns]
     if missing and (df["status"].astype(str) == "finished").any():
         metrics = [c for c in df.columns if "/" in str(c)]
-        raise ValueError(
+        raise UserError(
             f"objective(s) {missing} not in the trials table of {src.location} "
             f"(metrics: {', '.join(metrics[:12])}{' ...' if len(metrics) > 12 else ''})"
         )
@@ -99,7 +99,7 @@ def export_pareto(
         table = pareto_table(df, spec, params=src.params)
         hv = hypervolume_report(df, spec, ref)
     except (ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"SOURCE {src.location}: {type(e).__name__}: {e}") from None
+        raise SourceError(f"SOURCE {src.location}: {type(e).__name__}: {e}") from None
     out.mkdir(parents=True, exist_ok=True)
     paths = {
         "csv": out / "pareto.csv",
@@ -153,10 +153,10 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 ref = [float(x) for x in args.ref.split(",")]
             except ValueError:
-                raise ValueError(f"--ref: expected numbers separated by commas, got {args.ref!r}") \
+                raise UserError(f"--ref: expected numbers separated by commas, got {args.ref!r}") \
                     from None
             if len(ref) != len(src.objectives):
-                raise ValueError(f"--ref: {len(ref)} numbers for {len(src.objectives)} "
+                raise UserError(f"--ref: {len(ref)} numbers for {len(src.objectives)} "
                                  f"objectives ({src.objective_spec})")
         res = export_pareto(src, args.out or default_out(src), ref=ref)
     hv, table = res["hypervolume"], res["table"]

@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from tti_ray.cli import UserError
+
 if TYPE_CHECKING:
     from tti_ray.train.checkpoint import LoadedRun
 
@@ -51,7 +53,7 @@ def pos_labels(strings_per_block: list[list[str]]) -> tuple[np.ndarray, list[str
     non-space character (``SPACE`` for whitespace-only tokens). Returns (labels [N], names)."""
     model = spacy_available()
     if model is None:
-        raise ValueError(
+        raise UserError(
             "--categories pos needs spaCy and an installed pipeline "
             "(pip install spacy && python -m spacy download en_core_web_sm)"
         )
@@ -152,7 +154,7 @@ def run_probes(
     from analysis.neurons import activations, validation_blocks
 
     if not 0 < test_size < 1:
-        raise ValueError(f"--test-size: must be in (0, 1), got {test_size}")
+        raise UserError(f"--test-size: must be in (0, 1), got {test_size}")
     ids = validation_blocks(run, n_tokens)[:, :-1]  # [B, T]
     y, names = token_labels(run, ids, categories)
     n_layer = run.cfg.model.n_layer
@@ -269,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
         sites = tuple(s.strip() for s in args.sites.split(",") if s.strip())
         bad = [s for s in sites if s not in HOOK_SITES]
         if bad or not sites:
-            raise ValueError(f"--sites: unknown {bad} (known: {', '.join(HOOK_SITES)})")
+            raise UserError(f"--sites: unknown {bad} (known: {', '.join(HOOK_SITES)})")
         if args.categories != "pos":
             validate_kind(args.categories)
         run = load_model(args.checkpoint, args.device)

@@ -52,6 +52,7 @@ from analysis.plots import (
     plot_sensitivity,
 )
 from analysis.sources import Source, load_source
+from tti_ray.cli import UserError
 from tti_ray.fronts.tables import (  # jsonable: NaN -> null, numpy unwrapped (pareto.json's)
     CONFIG_ID,
     FINISHED,
@@ -115,7 +116,7 @@ def choose_baseline(df: pd.DataFrame, params: list[str], override: str | None = 
     """The baseline configuration id (module docstring); None for an empty table."""
     if override is not None:
         if override not in set(df[CONFIG_ID].astype(str)):
-            raise ValueError(
+            raise UserError(
                 f"--baseline: config_id {override!r} not in the sweep "
                 f"(config_ids: {sorted(set(df[CONFIG_ID].astype(str)))})"
             )
@@ -479,7 +480,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         if args.log_to_mlflow:
             if src.kind != "mlflow" or src.parent_run_id is None:
-                raise ValueError("--log-to-mlflow needs an MLflow SOURCE with a sweep (parent) run")
+                raise UserError("--log-to-mlflow needs an MLflow SOURCE with a sweep (parent) run")
             uri = log_report(path, src.tracking_uri, src.parent_run_id)
             print(f"[analysis.report] logged to MLflow run {src.parent_run_id}: {uri}")
     info = json.loads((path.parent / "report.json").read_text())

@@ -41,8 +41,9 @@ from typing import Any
 
 import pandas as pd
 
-from tti_ray.fronts.dominance import Objective, parse_objectives
+from tti_ray.cli import UserError
 from tti_ray.config.load import parse_yaml, read_yaml
+from tti_ray.fronts.dominance import Objective, parse_objectives
 from tti_ray.trials import STATUSES, TrialStatus, config_id
 
 MLFLOW_PREFIX = "mlflow:"
@@ -64,7 +65,7 @@ SEED_PARAMS = ("seed", "train.seed")
 ID_COLUMNS = ("trial_id", "config_id", "node_id", "checkpoint")
 
 
-class SourceError(ValueError):
+class SourceError(UserError):
     """A SOURCE that cannot be read (one line, names what is wrong)."""
 
 

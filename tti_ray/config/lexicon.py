@@ -10,10 +10,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from tti_ray.cli import UserError
+
 OTHER = "other"
 
 
-class CategoryError(ValueError):
+class CategoryError(UserError):
     """A bad ``categories`` setting (unknown kind, unreadable or malformed JSON)."""
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from tti_ray.cli import UserError
 from tti_ray.config.base import (  # noqa: F401 - format_validation_error: part of this API
     KeyPathError,
     format_validation_error,
@@ -24,7 +25,7 @@ PRESET_DIR = Path(__file__).parent / "presets"
 MAX_YAML_BYTES = 64 * 2**20
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A bad config file, key, value or flag. The message is one line naming file and key."""
 
 

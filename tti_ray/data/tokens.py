@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from tti_ray.cli import UserError
 from tti_ray.config.schema import DataConfig
 from tti_ray.io import atomic_write_text
 
@@ -37,8 +38,10 @@ EOT = "<|endoftext|>"
 CACHE_VERSION = 1
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """Data or tokenizer cannot be loaded (one line, names the config key)."""
+
+    names_config_key = True  # a CLI puts the config file in front of the message
 
 
 def cache_root(cfg: DataConfig) -> Path:

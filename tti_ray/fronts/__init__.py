@@ -17,12 +17,6 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from tti_ray.fronts.hypervolume import (
-    describe_reference_rule,
-    hypervolume,
-    hypervolume_history,
-    reference_point,
-)
 from tti_ray.fronts.dominance import (
     Objective,
     crowding_distance,
@@ -34,6 +28,12 @@ from tti_ray.fronts.dominance import (
     rank_order,
     select_top,
     to_minimization,
+)
+from tti_ray.fronts.hypervolume import (
+    describe_reference_rule,
+    hypervolume,
+    hypervolume_history,
+    reference_point,
 )
 from tti_ray.fronts.stats import Aggregate, WelchResult, aggregate, cohens_d, holm, welch_t_test
 

@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from tti_ray.cli import UserError
+from tti_ray.fronts.dominance import Objective, front_ranks, parse_objectives
 from tti_ray.fronts.hypervolume import (
     DEFAULT_MARGIN,
     DEFAULT_RULE,
@@ -33,7 +35,6 @@ from tti_ray.fronts.hypervolume import (
     hypervolume_history,
     reference_point,
 )
-from tti_ray.fronts.dominance import Objective, front_ranks, parse_objectives
 from tti_ray.fronts.stats import aggregate, holm, welch_t_test
 from tti_ray.trials import STATUSES, TERMINAL, TrialStatus
 
@@ -58,14 +59,14 @@ ELIGIBLE = ("finished trials with every objective finite and, where trials.csv h
 def _require(df: pd.DataFrame, cols: Iterable[str], what: str = "trials table") -> None:
     missing = [c for c in cols if c not in df.columns]
     if missing:
-        raise ValueError(f"{what} has no column(s) {missing}; columns are {list(df.columns)}")
+        raise UserError(f"{what} has no column(s) {missing}; columns are {list(df.columns)}")
 
 
 def _check_status(df: pd.DataFrame) -> None:
     _require(df, [STATUS])
     bad = sorted(set(df[STATUS].dropna().astype(str)) - set(STATUSES))
     if bad or df[STATUS].isna().any():
-        raise ValueError(
+        raise UserError(
             f"unknown trial status(es) {bad or ['<missing>']}; expected one of {STATUSES}"
         )
 
@@ -232,7 +233,7 @@ def _ref_dict(objs: Sequence[Objective], ref: Sequence[float] | Mapping[str, flo
         return {o.metric: float(ref[o.metric]) for o in objs}
     vals = list(ref)
     if len(vals) != len(objs):
-        raise ValueError(f"reference point has {len(vals)} values for {len(objs)} objectives")
+        raise UserError(f"reference point has {len(vals)} values for {len(objs)} objectives")
     return {o.metric: float(x) for o, x in zip(objs, vals, strict=True)}
 
 
@@ -341,7 +342,7 @@ def summary_vs_baseline(
         metrics = [metrics]
     names = [m.metric if isinstance(m, Objective) else m for m in metrics]
     if not names:
-        raise ValueError("no metrics given")
+        raise UserError("no metrics given")
     _check_status(df)
     _require(df, [CONFIG_ID, *names])
     params = searched_parameters(df) if params is None else list(params)
@@ -350,7 +351,7 @@ def summary_vs_baseline(
     key = fin[CONFIG_ID].astype(str)
     base_key = str(baseline_config_id)
     if base_key not in set(df[CONFIG_ID].astype(str)):
-        raise ValueError(
+        raise UserError(
             f"baseline config_id {baseline_config_id!r} not in the table "
             f"(config_ids: {sorted(set(df[CONFIG_ID].astype(str)))})"
         )
