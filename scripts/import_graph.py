@@ -3,16 +3,18 @@ function-local imports of the project's own modules, and the largest module.
 
     python scripts/import_graph.py [--verbose]
 
-Built on grimp (the graph import-linter uses). The stage order is the one in
-docs/architecture.md and the ``[tool.importlinter]`` layers contract; it is fixed here so that a
-measurement before and after a change uses the same yardstick.
+Built on grimp (the graph import-linter uses). The stage order is read from the layers contract
+in pyproject.toml (``[tool.importlinter]``, the one statement of it; docs/architecture.md draws
+it); a tree that predates the contract is measured with :data:`DEFAULT_STAGES`, the same order.
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import re
 import sys
+import tomllib
 from pathlib import Path
 
 import grimp
@@ -21,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("tti_ray", "analysis")
 
 # Lowest first; a stage may import only stages below it. Names in one tuple are one stage.
-STAGES: list[tuple[str, ...]] = [
+DEFAULT_STAGES: list[tuple[str, ...]] = [
     ("tti_ray.io", "tti_ray.lock", "tti_ray.cli", "tti_ray.trials", "tti_ray.provenance"),  # leaf
     ("tti_ray.config",),
     ("tti_ray.data",),
@@ -32,10 +34,25 @@ STAGES: list[tuple[str, ...]] = [
     ("tti_ray.train",),
     ("tti_ray.tracking",),
     ("tti_ray.sae", "tti_ray.export"),
-    ("tti_ray.fronts", "tti_ray.fronts"),  # the pure Pareto/HV/statistics core
+    ("tti_ray.fronts", "tti_ray.analysis"),  # the pure core (tti_ray.analysis before issue 20)
     ("tti_ray.sweep", "tti_ray.sae_eval"),
     ("analysis",),  # the user-facing CLIs
 ]
+
+
+def contract_stages(pyproject: Path = ROOT / "pyproject.toml") -> list[tuple[str, ...]] | None:
+    """The layers of the first ``layers`` contract in ``pyproject``, lowest first."""
+    if not pyproject.exists():
+        return None
+    conf = tomllib.loads(pyproject.read_text()).get("tool", {}).get("importlinter", {})
+    for contract in conf.get("contracts", []):
+        if contract.get("type") == "layers":
+            return [tuple(n.strip().strip("()") for n in re.split(r"[|:]", layer))
+                    for layer in reversed(contract["layers"])]
+    return None
+
+
+STAGES: list[tuple[str, ...]] = contract_stages() or DEFAULT_STAGES
 
 
 def stage_of(module: str) -> int | None:
@@ -44,9 +61,9 @@ def stage_of(module: str) -> int | None:
     best: tuple[int, int] | None = None
     for i, names in enumerate(STAGES):
         for name in names:
-            if module == name or module.startswith(name + "."):
-                if best is None or len(name) > best[1]:
-                    best = (i, len(name))
+            inside = module == name or module.startswith(name + ".")
+            if inside and (best is None or len(name) > best[1]):
+                best = (i, len(name))
     return None if best is None else best[0]
 
 

@@ -15,10 +15,7 @@ import yaml
 from pydantic import ValidationError
 
 from tti_ray.cli import UserError
-from tti_ray.config.base import (  # noqa: F401 - format_validation_error: part of this API
-    KeyPathError,
-    format_validation_error,
-)
+from tti_ray.config.base import KeyPathError, format_validation_error
 from tti_ray.config.schema import RunConfig
 
 PRESET_DIR = Path(__file__).parent / "presets"

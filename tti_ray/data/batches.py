@@ -13,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from tti_ray.data.tokens import DataError
+
 
 def n_blocks(stream: np.ndarray, seq_len: int) -> int:
     return max((len(stream) - 1) // seq_len, 0)
@@ -62,8 +64,6 @@ def eval_blocks(stream: np.ndarray, seq_len: int, count: int) -> torch.Tensor:
 def require_blocks(train: np.ndarray, valid: np.ndarray, seq_len: int) -> None:
     """Both splits must hold at least one block: checked before a run writes anything, so a
     corpus that is too short is a one-line ``DataError``, not a crash in the sampler."""
-    from tti_ray.data.tokens import DataError
-
     for split, stream in (("train", train), ("validation", valid)):
         if n_blocks(stream, seq_len) == 0:
             raise DataError(

@@ -24,7 +24,6 @@ import json
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 
@@ -34,9 +33,8 @@ from tti_ray.config.lexicon import (  # noqa: F401 - CategoryError, validate_kin
     read_lexicon,
     validate_kind,
 )
-
-if TYPE_CHECKING:
-    from tti_ray.data.tokens import TextTokenizer, TokenData
+from tti_ray.config.schema import DataConfig
+from tti_ray.data.tokens import TextTokenizer, TokenData
 
 LEXICON_DIR = Path(__file__).parent / "lexicon"
 SHIPPED_LEXICON = LEXICON_DIR / "tinystories_semantic.json"
@@ -125,9 +123,6 @@ def categorize(strings: list[str], kind: str) -> CategoryMap:
 def tokenizer_for(tokens: TokenData) -> TextTokenizer:
     """The tokenizer the token cache was built with (named in its ``meta.json`` key,
     ``v<version>|<source>|<tokenizer>|<vocab_size>``); the bundled GPT-2 BPE if unknown."""
-    from tti_ray.config.schema import DataConfig
-    from tti_ray.data.tokens import TextTokenizer
-
     name = "gpt2"
     meta = Path(tokens.directory) / "meta.json"
     if meta.exists():

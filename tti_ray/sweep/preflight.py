@@ -17,7 +17,10 @@ import uuid
 from pathlib import Path
 
 from tti_ray.cli import UsageError
+from tti_ray.data import DataError, load_tokens
+from tti_ray.data.batches import require_blocks
 from tti_ray.sweep.space import SearchSpace
+from tti_ray.tracking.config import check_s3
 
 DDP_DRIVER_CPU = 0.01  # a DDP trial's own process only drives a TorchTrainer
 
@@ -61,7 +64,6 @@ def check_storage(storage: str) -> None:
             raise UsageError(f"--storage {storage}: exists and is not a directory")
         return
     if storage.startswith("s3://"):
-        from tti_ray.tracking.config import check_s3
 
         endpoint = os.environ.get("MLFLOW_S3_ENDPOINT_URL")
         if endpoint and not os.environ.get("AWS_ENDPOINT_URL"):
@@ -74,8 +76,6 @@ def check_storage(storage: str) -> None:
 def check_data(space: SearchSpace) -> None:
     """Tokenize (or find cached) the base run's data on the driver: a dataset or tokenizer
     that cannot be loaded is an error before any trial starts, and local trials start warm."""
-    from tti_ray.data import DataError, load_tokens
-    from tti_ray.data.batches import require_blocks
 
     cfg = space.run_config({})
     if cfg.workload != "lm":

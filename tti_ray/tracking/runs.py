@@ -27,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from tti_ray.cli import UsageError
 from tti_ray.tracking.client import LOCAL_PREFIX, ResilientClient, warn
 from tti_ray.tracking.config import (
     TrackingConfig,
@@ -209,7 +210,8 @@ def track_trial(info: dict[str, Any] | None, cfg: Any, *, trial_id: str, config_
         run_id = _find_child(client, info, trial_id) or run_id
     tags = {
         ROLE: "trial", "mlflow.parentRunId": info["parent_run_id"],
-        "tti_ray.trial_id": trial_id, "tti_ray.config_id": config_id, STATUS: TrialStatus.RUNNING.value,
+        "tti_ray.trial_id": trial_id, "tti_ray.config_id": config_id,
+        STATUS: TrialStatus.RUNNING.value,
         "tti_ray.searched": ",".join(info.get("searched", [])),
         "tti_ray.objectives": ",".join(info.get("objectives", [])),
         "tti_ray.sweep": info.get("experiment_name", ""),
@@ -245,7 +247,6 @@ def track_run(tracking_uri: str | None, artifact_store: str | None, cfg: Any, ou
     experiment named after the config; ``--resume`` continues the same MLflow run."""
     if not tracking_uri:
         if artifact_store:
-            from tti_ray.cli import UsageError
 
             raise UsageError("--artifact-store needs --tracking-uri")
         yield NullRun()
