@@ -24,7 +24,7 @@ import yaml
 
 from analysis.cli import user_errors
 from tti_ray.cli import UserError
-from tti_ray.fronts.tables import summary_vs_baseline
+from tti_ray.fronts.effects import summary_vs_baseline
 from tti_ray.sweep.space import config_id
 
 ALPHA = 0.05

@@ -5,10 +5,11 @@ files, MO-ASHA) and the user-facing ``analysis`` CLIs (top-level ``analysis/``) 
 * :mod:`~tti_ray.fronts.hypervolume`: exact hypervolume, the reference-point rule, history.
 * :mod:`~tti_ray.fronts.stats`: multi-seed mean/std/CI, Welch's t-test, Cohen's d.
 * :mod:`~tti_ray.fronts.tables`: the same over a ``trials.csv`` DataFrame (pandas).
+* :mod:`~tti_ray.fronts.effects`: configurations vs the baseline, a grid's main effects (pandas).
 * :mod:`~tti_ray.fronts.figures`: front and hypervolume PNGs (matplotlib).
 
 The first three need only numpy at import (the sweep scheduler uses them inside Ray workers);
-the names of ``tables`` and ``figures`` are imported on first access, so ``import
+the names of ``tables``, ``effects`` and ``figures`` are imported on first access, so ``import
 tti_ray.fronts`` does not pull in pandas or matplotlib.
 """
 
@@ -44,7 +45,7 @@ _LAZY = {
     "pareto_json": "tables",
     "pareto_table": "tables",
     "searched_parameters": "tables",
-    "summary_vs_baseline": "tables",
+    "summary_vs_baseline": "effects",
     "plot_front": "figures",
     "plot_hypervolume_history": "figures",
 }

@@ -13,14 +13,9 @@ from typing import Any
 
 import pandas as pd
 
+from tti_ray.fronts.effects import main_effects, summary_vs_baseline
 from tti_ray.fronts.figures import plot_front
-from tti_ray.fronts.tables import (
-    hypervolume_report,
-    main_effects,
-    pareto_json,
-    pareto_table,
-    summary_vs_baseline,
-)
+from tti_ray.fronts.tables import hypervolume_report, pareto_json, pareto_table
 from tti_ray.io import atomic_write_text
 from tti_ray.sweep.space import SearchSpace
 from tti_ray.toy.superposition import phase_diagram
