@@ -27,6 +27,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from analysis.cli import user_errors
 from tti_ray.cli import UserError
 
 if TYPE_CHECKING:
@@ -258,8 +259,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from analysis.cli import user_errors
-
     with user_errors("analysis.neurons"):
         from tti_ray.train.checkpoint import load_model
 

@@ -25,6 +25,7 @@ import pandas as pd
 from analysis.cli import user_errors
 from analysis.sources import Source, SourceError, load_source
 from tti_ray.cli import OneLineParser, UserError
+from tti_ray.fronts.tables import hypervolume_report, pareto_json, pareto_table
 
 
 def default_out(src: Source) -> Path:
@@ -80,7 +81,6 @@ def export_pareto(
     """Write the front files for ``src`` into ``out``; returns the table, hypervolume report and
     the paths written. Works with no finished trial (an empty front, hypervolume 0)."""
     from tti_ray.fronts.figures import plot_front
-    from tti_ray.fronts.tables import hypervolume_report, pareto_json, pareto_table
 
     out = Path(out)
     if out.exists() and not out.is_dir():

@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from analysis.cli import user_errors
+from analysis.neurons import activations, default_out, validation_blocks
 from tti_ray.cli import UserError
 
 if TYPE_CHECKING:
@@ -151,7 +153,6 @@ def run_probes(
     seed: int = 0,
 ) -> dict[str, Any]:
     """Probe every (site, layer); JSON-ready ``{meta, results: [{site, layer, accuracy, ...}]}``."""
-    from analysis.neurons import activations, validation_blocks
 
     if not 0 < test_size < 1:
         raise UserError(f"--test-size: must be in (0, 1), got {test_size}")
@@ -260,10 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from analysis.cli import user_errors
-
     with user_errors("analysis.probes"):
-        from analysis.neurons import default_out
         from tti_ray.interventions.categories import validate_kind
         from tti_ray.model.gpt import HOOK_SITES
         from tti_ray.train.checkpoint import load_model

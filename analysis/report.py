@@ -54,6 +54,7 @@ from analysis.sources import Source, load_source
 from analysis.status import choose_baseline, sweep_status
 from tti_ray.cli import UserError
 from tti_ray.fronts.effects import summary_vs_baseline
+from tti_ray.fronts.figures import plot_hypervolume_history
 from tti_ray.fronts.tables import (  # jsonable: NaN -> null, numpy unwrapped (pareto.json's)
     CONFIG_ID,
     FINISHED,
@@ -210,8 +211,6 @@ def _plots_section(rep: Report) -> None:
             "and headline metrics (<code>correlations.csv</code>).",
         ),
     )
-    from tti_ray.fronts.figures import plot_hypervolume_history
-
     hv = rep.data["hypervolume"]
     rep.section(
         "Hypervolume vs trials",

@@ -44,6 +44,7 @@ import pandas as pd
 from tti_ray.cli import UserError
 from tti_ray.config.load import parse_yaml, read_yaml
 from tti_ray.fronts.dominance import Objective, parse_objectives
+from tti_ray.fronts.tables import searched_parameters
 from tti_ray.trials import STATUSES, TrialStatus, config_id
 
 MLFLOW_PREFIX = "mlflow:"
@@ -189,8 +190,6 @@ def _from_dir(d: Path) -> Source:
         params, objs, expected, log = _space_info(raw)
         name = raw.get("name") or d.name
     else:
-        from tti_ray.fronts.tables import searched_parameters
-
         params, objs, expected, log = (
             searched_parameters(df),
             parse_objectives(DEFAULT_OBJECTIVES),

@@ -13,7 +13,11 @@ import sys
 from pathlib import Path
 
 from tti_ray.cli import OneLineParser, UsageError, UserError, die, fail_on_user_errors
+from tti_ray.config import load_config
+from tti_ray.lock import LOCK_NAME, DirLock
+from tti_ray.tracking import track_run
 from tti_ray.tracking.config import add_tracking_args
+from tti_ray.train import TrainSetupError, train_run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,18 +37,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     with fail_on_user_errors("tti_ray.train", args.config):
-        from tti_ray.config import load_config
-
         cfg = load_config(args.config, args.sets, preset=args.preset)
         out = args.out or Path("runs") / cfg.name
         if out.exists() and not out.is_dir():
             raise UsageError(f"--out: {out} exists and is not a directory")
         if args.resume and not (out / "checkpoint" / "train_state.json").exists():
             die("tti_ray.train", f"--resume: no checkpoint in {out / 'checkpoint'}")
-        from tti_ray.lock import DirLock
-        from tti_ray.tracking import track_run
-        from tti_ray.train import TrainSetupError, train_run
-
         created = not out.exists()
         try:
             out.mkdir(parents=True, exist_ok=True)
@@ -75,8 +73,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _only_lock(out: Path) -> bool:
-    from tti_ray.lock import LOCK_NAME
-
     return all(p.name == LOCK_NAME for p in out.iterdir())
 
 
