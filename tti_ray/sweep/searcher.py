@@ -29,6 +29,7 @@ from tti_ray.cli import UsageError
 from tti_ray.sweep.constraints import constraint_values
 from tti_ray.sweep.samplers import make_sampler
 from tti_ray.sweep.space import SearchSpace, config_id
+from tti_ray.trials import TrialStatus
 
 SEED_KEY = "__seed_index__"
 SEEDS_KEY = "__seed_results__"  # a seed group's per-seed metrics, for its constraints
@@ -101,7 +102,7 @@ class StatusAwareOptunaSearch(OptunaSearch):
             if not self._is_baseline(trial_id):
                 self._held.append((trial_id, result, error))
                 return
-            ok = not error and (result or {}).get("status") == "finished"
+            ok = not error and (result or {}).get("status") == TrialStatus.FINISHED
             self._baseline_values = dict(result or {}) if ok else {}
             self._tell(trial_id, result, error)
             held, self._held = self._held, []
@@ -119,13 +120,14 @@ class StatusAwareOptunaSearch(OptunaSearch):
         values = [(result or {}).get(m) for m in self.metric]
         ok = (
             not error
-            and status == "finished"
+            and status == TrialStatus.FINISHED
             and all(isinstance(v, (int, float)) and math.isfinite(v) for v in values)
         )
         seeds = (result or {}).get(SEEDS_KEY) or [result or {}]
-        label = "early_stopped" if status == "running" else status
+        label = TrialStatus.EARLY_STOPPED.value if status == TrialStatus.RUNNING else status
         try:
-            ot_trial.set_user_attr(f"{ATTR}status", "failed" if error or not label else label)
+            ot_trial.set_user_attr(f"{ATTR}status",
+                                  TrialStatus.FAILED.value if error or not label else label)
             mlflow_ids = [r.get("mlflow_run_id") for r in seeds if r.get("mlflow_run_id")]
             if mlflow_ids:
                 ot_trial.set_user_attr(f"{ATTR}mlflow_run_ids", mlflow_ids)
@@ -138,7 +140,7 @@ class StatusAwareOptunaSearch(OptunaSearch):
                     ot_trial.set_constraint(c.describe(), v)
             if ok:
                 self._ot_study.tell(ot_trial, [float(v) for v in values])
-            elif status == "running" and not error:
+            elif status == TrialStatus.RUNNING and not error:
                 self._ot_study.tell(ot_trial, state=TrialState.PRUNED)
             else:
                 self._ot_study.tell(ot_trial, state=TrialState.FAIL)
@@ -280,8 +282,8 @@ class SeedGroups(Searcher):
         if len(group["results"]) < self.n_seeds:
             return
         outcomes = list(group["results"].values())
-        if all(r.get("status") == "finished" and not e for r, e in outcomes):
-            agg: dict[str, Any] = {"status": "finished"}
+        if all(r.get("status") == TrialStatus.FINISHED and not e for r, e in outcomes):
+            agg: dict[str, Any] = {"status": TrialStatus.FINISHED.value}
             for m in self.metrics:
                 vals = [float(r[m]) for r, _ in outcomes if m in r]
                 agg[m] = sum(vals) / len(vals) if len(vals) == self.n_seeds else None
@@ -289,9 +291,11 @@ class SeedGroups(Searcher):
                               for r, _ in outcomes]
             self.searcher.on_trial_complete(primary, agg, error=False)
         else:
-            pruned = all(r.get("status") in ("running", "finished") and not e for r, e in outcomes)
+            pruned = all(r.get("status") in (TrialStatus.RUNNING, TrialStatus.FINISHED) and not e
+                         for r, e in outcomes)
             self.searcher.on_trial_complete(
-                primary, {"status": "running" if pruned else "failed"}, error=not pruned
+                primary, {"status": (TrialStatus.RUNNING if pruned else TrialStatus.FAILED).value},
+                error=not pruned
             )
 
     # Tune checkpoints a wrapping searcher (one with ``.searcher``) through get_state/set_state and

@@ -27,7 +27,7 @@ from tti_ray.sweep.searcher import SEED_KEY
 from tti_ray.tracking import attach_worker, track_trial
 from tti_ray.tracking.client import LOCAL_PREFIX
 from tti_ray.train import DistInfo, train_run
-from tti_ray.trials import config_id
+from tti_ray.trials import TrialStatus, config_id
 
 CHECKPOINT_KEY = "checkpoint_path"  # what TuneReportCallback adds for Train checkpoints
 
@@ -113,7 +113,7 @@ def run_trial(config: dict[str, Any]) -> None:
             _log_start(out_dir, "resume" if resume else "train")
             reporter = run.wrap(TuneReporter({"mlflow_run_id": _mlflow_id(run)}))
             final = train_run(cfg, reporter, out_dir, resume=resume)
-            if meta.get("sae_inline") and final.get("status") == "finished":
+            if meta.get("sae_inline") and final.get("status") == TrialStatus.FINISHED:
                 _evaluate_inline(meta["sae_inline"], out_dir, final, reporter)
             return
         _log_start(out_dir, "train-ddp")

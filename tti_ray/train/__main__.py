@@ -18,6 +18,7 @@ from tti_ray.lock import LOCK_NAME, DirLock
 from tti_ray.tracking import track_run
 from tti_ray.tracking.config import add_tracking_args
 from tti_ray.train import TrainSetupError, train_run
+from tti_ray.trials import TrialStatus
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     poly = final.get("val/polysemanticity/mean")
     print(f"{cfg.name}: status={status} step={final.get('step')} val/perplexity={ppl:.3f} "
           f"val/polysemanticity/mean={poly if poly is None else round(poly, 4)} -> {out}")
-    return 0 if status == "finished" else 1
+    return 0 if status == TrialStatus.FINISHED else 1
 
 
 def _only_lock(out: Path) -> bool:
