@@ -113,6 +113,7 @@ class StatusAwareOptunaSearch(OptunaSearch):
 
     def _tell(self, trial_id: str, result: dict[str, Any] | None, error: bool) -> None:
         from optuna.exceptions import UpdateFinishedTrialError
+        from optuna.samplers import GridSampler
         from optuna.trial import TrialState
 
         ot_trial = self._ot_trials[trial_id]
@@ -146,6 +147,11 @@ class StatusAwareOptunaSearch(OptunaSearch):
                 self._ot_study.tell(ot_trial, state=TrialState.FAIL)
         except UpdateFinishedTrialError:
             pass  # already told (a trial re-run after a driver restart): its first update refuses
+        except RuntimeError:
+            # Optuna's GridSampler calls Study.stop() once the grid is covered, which refuses
+            # outside study.optimize; the trial is stored by then (Optuna writes it in a finally)
+            if not isinstance(self._ot_study.sampler, GridSampler):
+                raise
         self._completed_trials.add(trial_id)
 
 
