@@ -1,4 +1,4 @@
-"""Reading a sweep: the analysis CLIs, on top of :mod:`tti_ray.analysis`.
+"""Reading a sweep: the analysis CLIs, on top of :mod:`tti_ray.fronts`.
 
 Design card
 -----------
@@ -6,7 +6,7 @@ Design card
   experiment) and its checkpoints into files a researcher reads: the Pareto front, a one-page
   HTML report, a neuron browser, per-layer linear probes.
 * **Shares, never copies**: dominance, fronts, hypervolume, seed statistics and Welch tests are
-  :mod:`tti_ray.analysis` (the code the sweep itself runs); activations come from
+  :mod:`tti_ray.fronts` (the code the sweep itself runs); activations come from
   :func:`tti_ray.model.capture`, per-neuron entropy/frequency from
   :class:`tti_ray.metrics.stats.ActivationStats`, categories from
   :mod:`tti_ray.interventions.categories`, checkpoints from

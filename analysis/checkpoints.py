@@ -13,9 +13,11 @@ from typing import Any
 
 import numpy as np
 
+from analysis.neurons import collect, write_browser
 from analysis.page import Report, img, para
 from analysis.plots import ALWAYS_ON, DEAD, config_labels, plot_utilization
-from tti_ray.analysis.tables import CONFIG_ID, FINISHED, STATUS, TRIAL_ID
+from analysis.probes import plot_probes, run_probes, spacy_available
+from tti_ray.fronts.tables import CONFIG_ID, FINISHED, STATUS, TRIAL_ID
 
 
 def checkpoint_trials(rep: Report, max_n: int) -> list[tuple[str, str, Path]]:
@@ -82,8 +84,6 @@ def checkpoint_section(
 
     import torch
 
-    from analysis.neurons import collect, write_browser
-    from analysis.probes import plot_probes, run_probes, spacy_available
     from tti_ray.train.checkpoint import load_model
     from tti_ray.train.evaluate import interpretability_metrics
 

@@ -6,17 +6,18 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from tti_ray.cli import die
+from tti_ray.cli import UserError, die
 
 
 @contextmanager
 def user_errors(prog: str) -> Iterator[None]:
-    """``ValueError`` s (bad SOURCE, objectives, checkpoint, config: the project's user errors all
-    derive from it) and missing files become ``prog: error: <one line>`` + exit 2.
-    ``TTI_RAY_DEBUG=1`` re-raises them with the traceback."""
+    """The project's user errors (:class:`~tti_ray.cli.UserError`: a bad SOURCE, objective,
+    flag, checkpoint or config) and missing files become ``prog: error: <one line>`` + exit 2;
+    anything else is a bug and keeps its traceback. ``TTI_RAY_DEBUG=1`` re-raises user errors
+    with the traceback too."""
     try:
         yield
-    except (ValueError, FileNotFoundError) as e:
+    except (UserError, FileNotFoundError) as e:
         if os.environ.get("TTI_RAY_DEBUG"):
             raise
         die(prog, one_line(str(e) or type(e).__name__))

@@ -27,6 +27,9 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from analysis.cli import user_errors
+from tti_ray.cli import UserError
+
 if TYPE_CHECKING:
     import torch
 
@@ -73,11 +76,11 @@ def parse_neurons(spec: str | None, d: int) -> list[int]:
     for part in spec.split(","):
         a, sep, b = part.strip().partition("-")
         if not a.isdigit() or (sep and not b.isdigit()):
-            raise ValueError(f"--neurons: expected N, i,j,... or a-b, got {spec!r}")
+            raise UserError(f"--neurons: expected N, i,j,... or a-b, got {spec!r}")
         ids.extend(range(int(a), int(b) + 1) if sep else [int(a)])
     bad = [i for i in ids if i >= d]
     if bad:
-        raise ValueError(f"--neurons: ids {bad[:5]} out of range (the site has {d} neurons)")
+        raise UserError(f"--neurons: ids {bad[:5]} out of range (the site has {d} neurons)")
     return list(dict.fromkeys(ids))
 
 
@@ -114,13 +117,13 @@ def collect(
 
     cfg = run.cfg
     if site not in HOOK_SITES:
-        raise ValueError(f"--site: unknown site {site!r} (known: {', '.join(HOOK_SITES)})")
+        raise UserError(f"--site: unknown site {site!r} (known: {', '.join(HOOK_SITES)})")
     if not 0 <= layer < cfg.model.n_layer:
-        raise ValueError(
+        raise UserError(
             f"--layer: {layer} out of range (the model has {cfg.model.n_layer} layers)"
         )
     if top_k < 1:
-        raise ValueError(f"--top-k: must be >= 1, got {top_k}")
+        raise UserError(f"--top-k: must be >= 1, got {top_k}")
     ids = validation_blocks(run, n_tokens)[:, :-1]  # [B, T]
     acts = activations(run, ids, [(site, layer)])[(site, layer)]  # [B, T, D]
     d = acts.shape[-1]
@@ -256,8 +259,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from analysis.cli import user_errors
-
     with user_errors("analysis.neurons"):
         from tti_ray.train.checkpoint import load_model
 

@@ -4,10 +4,10 @@ Export a sweep's Pareto front: ``DIR/pareto.csv``, ``pareto.json``, ``pareto.par
 ``hypervolume.json`` and ``front.png``. SOURCE is an experiment directory or
 ``mlflow:<experiment>@<tracking uri>`` (:mod:`analysis.sources`).
 
-Everything is computed by :mod:`tti_ray.analysis` (the same code the sweep runs): the front is
-:func:`~tti_ray.analysis.tables.pareto_table` (non-dominated finished trials, or configurations by
+Everything is computed by :mod:`tti_ray.fronts` (the same code the sweep runs): the front is
+:func:`~tti_ray.fronts.tables.pareto_table` (non-dominated finished trials, or configurations by
 their seed means when a configuration has several seeds), the hypervolume and its stated
-reference point :func:`~tti_ray.analysis.tables.hypervolume_report` (default reference: the
+reference point :func:`~tti_ray.fronts.tables.hypervolume_report` (default reference: the
 worst finished value of each objective pushed out by 10 % of its range; ``--ref`` fixes it).
 """
 
@@ -23,8 +23,9 @@ import numpy as np
 import pandas as pd
 
 from analysis.cli import user_errors
-from tti_ray.cli import OneLineParser
-from analysis.sources import Source, load_source
+from analysis.sources import Source, SourceError, load_source
+from tti_ray.cli import OneLineParser, UserError
+from tti_ray.fronts.tables import hypervolume_report, pareto_json, pareto_table
 
 
 def default_out(src: Source) -> Path:
@@ -79,17 +80,16 @@ def export_pareto(
 ) -> dict[str, Any]:
     """Write the front files for ``src`` into ``out``; returns the table, hypervolume report and
     the paths written. Works with no finished trial (an empty front, hypervolume 0)."""
-    from tti_ray.analysis.plots import plot_front
-    from tti_ray.analysis.tables import hypervolume_report, pareto_json, pareto_table
+    from tti_ray.fronts.figures import plot_front
 
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise ValueError(f"--out: {out} exists and is not a directory")
+        raise UserError(f"--out: {out} exists and is not a directory")
     df, spec = src.trials, src.objective_spec
     missing = [o.metric for o in src.objectives if o.metric not in df.columns]
     if missing and (df["status"].astype(str) == "finished").any():
         metrics = [c for c in df.columns if "/" in str(c)]
-        raise ValueError(
+        raise UserError(
             f"objective(s) {missing} not in the trials table of {src.location} "
             f"(metrics: {', '.join(metrics[:12])}{' ...' if len(metrics) > 12 else ''})"
         )
@@ -99,7 +99,7 @@ def export_pareto(
         table = pareto_table(df, spec, params=src.params)
         hv = hypervolume_report(df, spec, ref)
     except (ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"SOURCE {src.location}: {type(e).__name__}: {e}") from None
+        raise SourceError(f"SOURCE {src.location}: {type(e).__name__}: {e}") from None
     out.mkdir(parents=True, exist_ok=True)
     paths = {
         "csv": out / "pareto.csv",
@@ -153,10 +153,10 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 ref = [float(x) for x in args.ref.split(",")]
             except ValueError:
-                raise ValueError(f"--ref: expected numbers separated by commas, got {args.ref!r}") \
+                raise UserError(f"--ref: expected numbers separated by commas, got {args.ref!r}") \
                     from None
             if len(ref) != len(src.objectives):
-                raise ValueError(f"--ref: {len(ref)} numbers for {len(src.objectives)} "
+                raise UserError(f"--ref: {len(ref)} numbers for {len(src.objectives)} "
                                  f"objectives ({src.objective_spec})")
         res = export_pareto(src, args.out or default_out(src), ref=ref)
     hv, table = res["hypervolume"], res["table"]

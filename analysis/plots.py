@@ -1,6 +1,6 @@
 """The sweep report's plots (PNG, matplotlib's object API, no pyplot): per-layer metric profiles,
 metric correlations, parameter sensitivity and neuron utilization. The front and the
-hypervolume history are :mod:`tti_ray.analysis.plots`.
+hypervolume history are :mod:`tti_ray.fronts.figures`.
 
 All take a trials table in the ``trials.csv`` format and use the finished trials only; each
 draws a "no data" panel rather than failing when a partial sweep has nothing to show yet.
@@ -18,9 +18,9 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
 
-from tti_ray.analysis.plots import save_figure
-from tti_ray.analysis.stats import aggregate
-from tti_ray.analysis.tables import CONFIG_ID, FINISHED, METHOD, STATUS
+from tti_ray.fronts.figures import save_figure
+from tti_ray.fronts.stats import aggregate
+from tti_ray.fronts.tables import CONFIG_ID, FINISHED, METHOD, STATUS
 
 LAYER_RE = re.compile(r"^val/(?P<metric>[^/]+)/(?P<site>[^/]+)/layer_(?P<layer>\d+)$")
 HEADLINE_RE = re.compile(r"^(val|sae)/[^/]+(/mean)?$")

@@ -30,6 +30,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from analysis.cli import user_errors
+from analysis.neurons import activations, default_out, validation_blocks
+from tti_ray.cli import UserError
+
 if TYPE_CHECKING:
     from tti_ray.train.checkpoint import LoadedRun
 
@@ -51,7 +55,7 @@ def pos_labels(strings_per_block: list[list[str]]) -> tuple[np.ndarray, list[str
     non-space character (``SPACE`` for whitespace-only tokens). Returns (labels [N], names)."""
     model = spacy_available()
     if model is None:
-        raise ValueError(
+        raise UserError(
             "--categories pos needs spaCy and an installed pipeline "
             "(pip install spacy && python -m spacy download en_core_web_sm)"
         )
@@ -149,10 +153,9 @@ def run_probes(
     seed: int = 0,
 ) -> dict[str, Any]:
     """Probe every (site, layer); JSON-ready ``{meta, results: [{site, layer, accuracy, ...}]}``."""
-    from analysis.neurons import activations, validation_blocks
 
     if not 0 < test_size < 1:
-        raise ValueError(f"--test-size: must be in (0, 1), got {test_size}")
+        raise UserError(f"--test-size: must be in (0, 1), got {test_size}")
     ids = validation_blocks(run, n_tokens)[:, :-1]  # [B, T]
     y, names = token_labels(run, ids, categories)
     n_layer = run.cfg.model.n_layer
@@ -193,7 +196,7 @@ def plot_probes(
     ``results``: one :func:`run_probes` output, or ``{label: output}`` to compare runs."""
     from matplotlib.figure import Figure
 
-    from tti_ray.analysis.plots import save_figure
+    from tti_ray.fronts.figures import save_figure
 
     runs = {"": results} if "results" in results else results
     fig = Figure(figsize=(9.0, 3.6 + 0.22 * len(runs) * 2), layout="constrained")
@@ -258,10 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from analysis.cli import user_errors
-
     with user_errors("analysis.probes"):
-        from analysis.neurons import default_out
         from tti_ray.interventions.categories import validate_kind
         from tti_ray.model.gpt import HOOK_SITES
         from tti_ray.train.checkpoint import load_model
@@ -269,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         sites = tuple(s.strip() for s in args.sites.split(",") if s.strip())
         bad = [s for s in sites if s not in HOOK_SITES]
         if bad or not sites:
-            raise ValueError(f"--sites: unknown {bad} (known: {', '.join(HOOK_SITES)})")
+            raise UserError(f"--sites: unknown {bad} (known: {', '.join(HOOK_SITES)})")
         if args.categories != "pos":
             validate_kind(args.categories)
         run = load_model(args.checkpoint, args.device)

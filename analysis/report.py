@@ -10,10 +10,10 @@ PNGs and front files next to it). SOURCE is an experiment directory or
 2. **Pareto front** (:mod:`analysis.pareto`): plot, table, hypervolume and its reference point.
 3. **Configurations vs baseline**: per configuration, each objective's seed mean, std and 95 %
    CI, and Welch's t-test against the baseline (Holm-adjusted p, Cohen's d):
-   :func:`tti_ray.analysis.tables.summary_vs_baseline`. **Baseline**: ``--baseline CONFIG_ID``,
+   :func:`tti_ray.fronts.effects.summary_vs_baseline`. **Baseline**: ``--baseline CONFIG_ID``,
    else the configuration whose searched values are smallest (sorted by the first parameter,
    then the next, ...: the one with every searched coefficient at its minimum when there is one)
-   among the configurations with a finished trial.
+   among the configurations with a finished trial (:mod:`analysis.status`).
 4. **Per-layer polysemanticity and sparsity** by configuration (``val/<m>/<site>/layer_<i>``).
 5. **Sensitivity curves** (each searched parameter vs each objective), **metric correlations**
    (Spearman, the seeds' Figure 6) and **hypervolume vs trials**.
@@ -32,7 +32,6 @@ import datetime as _dt
 import html
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -52,86 +51,23 @@ from analysis.plots import (
     plot_sensitivity,
 )
 from analysis.sources import Source, load_source
-from tti_ray.analysis.tables import (  # jsonable: NaN -> null, numpy unwrapped (pareto.json's)
+from analysis.status import choose_baseline, sweep_status
+from tti_ray.cli import UserError
+from tti_ray.fronts.effects import summary_vs_baseline
+from tti_ray.fronts.figures import plot_hypervolume_history
+from tti_ray.fronts.tables import (  # jsonable: NaN -> null, numpy unwrapped (pareto.json's)
     CONFIG_ID,
     FINISHED,
     STATUS,
-    STATUSES,
     TRIAL_ID,
-    jsonable as _jsonable,
     is_multi_seed,
-    summary_vs_baseline,
+)
+from tti_ray.fronts.tables import (
+    jsonable as _jsonable,
 )
 
 TEMPLATES = Path(__file__).parent / "templates"
 ARTIFACT_PATH = "analysis"
-
-
-# -- status ---------------------------------------------------------------------------------------
-def sweep_status(src: Source) -> dict[str, Any]:
-    """Counts by status, the planned total, and one human line: "3 of 8 trials finished; 2
-    running; 3 not started yet"."""
-    df = src.trials
-    counts = (
-        {s: int((df[STATUS].astype(str) == s).sum()) for s in STATUSES}
-        if len(df)
-        else {s: 0 for s in STATUSES}
-    )
-    n = len(df)
-    total = max(src.expected_trials or n, n)
-    parts = [f"{counts[FINISHED]} of {total} trials finished"]
-    shown = ("running", "pending", "diverged", "early_stopped", "failed")
-    parts += [f"{counts[s]} {s.replace('_', '-')}" for s in shown if counts[s]]
-    if counts["running"] and src.updated_at is not None:
-        # a killed sweep leaves its trials "running": the table's age tells the two apart
-        age = _age(max(0.0, time.time() - src.updated_at))
-        parts[1] += f" (trial table last written {age} ago)"  # parts[1] is the running count
-    if total > n:  # an MLflow child run may only appear once its trial reports
-        parts.append(
-            f"{total - n} " + ("not started yet" if src.kind == "dir" else "not in MLflow yet")
-        )
-    return {
-        "counts": counts,
-        "n_recorded": n,
-        "n_planned": src.expected_trials,
-        "line": "; ".join(parts),
-        "complete": total
-        == counts[FINISHED] + sum(counts[s] for s in ("diverged", "early_stopped", "failed"))
-        and total == n,
-    }
-
-
-def _age(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
-
-
-def choose_baseline(df: pd.DataFrame, params: list[str], override: str | None = None) -> str | None:
-    """The baseline configuration id (module docstring); None for an empty table."""
-    if override is not None:
-        if override not in set(df[CONFIG_ID].astype(str)):
-            raise ValueError(
-                f"--baseline: config_id {override!r} not in the sweep "
-                f"(config_ids: {sorted(set(df[CONFIG_ID].astype(str)))})"
-            )
-        return override
-    fin = df[df[STATUS].astype(str) == FINISHED]
-    pool = fin if len(fin) else df
-    if not len(pool):
-        return None
-
-    def key(row: pd.Series) -> tuple:
-        # numbers before anything else, compared as numbers; other values as strings
-        out = []
-        for p in params:
-            v = pd.to_numeric(pd.Series([row[p]]), errors="coerce").iloc[0]
-            out.append((0, float(v), "") if pd.notna(v) else (1, 0.0, str(row[p])))
-        return tuple(out)
-
-    firsts = pool.groupby(CONFIG_ID, sort=False).head(1)
-    best = min((r for _, r in firsts.iterrows()), key=key)
-    return str(best[CONFIG_ID])
 
 
 # -- sections -------------------------------------------------------------------------------------
@@ -275,8 +211,6 @@ def _plots_section(rep: Report) -> None:
             "and headline metrics (<code>correlations.csv</code>).",
         ),
     )
-    from tti_ray.analysis.plots import plot_hypervolume_history
-
     hv = rep.data["hypervolume"]
     rep.section(
         "Hypervolume vs trials",
@@ -475,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         if args.log_to_mlflow:
             if src.kind != "mlflow" or src.parent_run_id is None:
-                raise ValueError("--log-to-mlflow needs an MLflow SOURCE with a sweep (parent) run")
+                raise UserError("--log-to-mlflow needs an MLflow SOURCE with a sweep (parent) run")
             uri = log_report(path, src.tracking_uri, src.parent_run_id)
             print(f"[analysis.report] logged to MLflow run {src.parent_run_id}: {uri}")
     info = json.loads((path.parent / "report.json").read_text())

@@ -23,7 +23,8 @@ import pandas as pd
 import yaml
 
 from analysis.cli import user_errors
-from tti_ray.analysis.tables import summary_vs_baseline
+from tti_ray.cli import UserError
+from tti_ray.fronts.effects import summary_vs_baseline
 from tti_ray.sweep.space import config_id
 
 ALPHA = 0.05
@@ -86,11 +87,11 @@ def science_tables(exp_dir: Path) -> dict[str, Any]:
     trials, spath = exp_dir / "trials.csv", exp_dir / "search_space.yaml"
     for p in (trials, spath):
         if not p.is_file():
-            raise ValueError(f"{p}: not found (SOURCE must be a finished sweep's directory)")
+            raise UserError(f"{p}: not found (SOURCE must be a finished sweep's directory)")
     space = yaml.safe_load(spath.read_text())
     base = space.get("baseline")
     if not base:
-        raise ValueError(f"{spath}: baseline: the sweep needs a baseline configuration")
+        raise UserError(f"{spath}: baseline: the sweep needs a baseline configuration")
     df = pd.read_csv(trials)
     params = list(space["parameters"])
     sites = space.get("base", {}).get("eval", {}).get("sites") or ["mlp_hidden", "mlp_out"]

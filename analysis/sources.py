@@ -1,7 +1,7 @@
 """Where a sweep's trials come from: an experiment directory or an MLflow experiment.
 
 ``load_source(spec)`` turns either into one :class:`Source`: the trials table in the
-``trials.csv`` format of :mod:`tti_ray.analysis.tables` (``trial_id``, ``config_id``, ``status``,
+``trials.csv`` format of :mod:`tti_ray.fronts.tables` (``trial_id``, ``config_id``, ``status``,
 ``seed``, one column per searched parameter by dotted path, one per metric, ``completed_at``,
 ``checkpoint``), plus what the analysis needs to know about the sweep (objectives, searched
 parameters, how many trials were planned, local checkpoints).
@@ -32,7 +32,6 @@ parameters, how many trials were planned, local checkpoints).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Callable
@@ -42,9 +41,11 @@ from typing import Any
 
 import pandas as pd
 
-from tti_ray.analysis.pareto import Objective, parse_objectives
-from tti_ray.analysis.tables import STATUSES
+from tti_ray.cli import UserError
 from tti_ray.config.load import parse_yaml, read_yaml
+from tti_ray.fronts.dominance import Objective, parse_objectives
+from tti_ray.fronts.tables import searched_parameters
+from tti_ray.trials import STATUSES, TrialStatus, config_id
 
 MLFLOW_PREFIX = "mlflow:"
 DEFAULT_OBJECTIVES = "val/perplexity:min,val/polysemanticity/mean:min"
@@ -58,13 +59,14 @@ PARENT_TAG = "mlflow.parentRunId"
 SEARCHED_TAG, CHECKPOINT_TAG = "tti_ray.searched", "tti_ray.checkpoint"
 FEASIBLE_TAG = "tti_ray.feasible"
 # MLflow run status -> trials.csv status, when the tti_ray.status tag is missing
-_MLFLOW_STATUS = {"RUNNING": "running", "SCHEDULED": "pending", "FINISHED": "finished",
-                  "FAILED": "failed", "KILLED": "failed"}  # fmt: skip
+_MLFLOW_STATUS = {"RUNNING": TrialStatus.RUNNING, "SCHEDULED": TrialStatus.PENDING,
+                  "FINISHED": TrialStatus.FINISHED, "FAILED": TrialStatus.FAILED,
+                  "KILLED": TrialStatus.FAILED}  # fmt: skip
 SEED_PARAMS = ("seed", "train.seed")
 ID_COLUMNS = ("trial_id", "config_id", "node_id", "checkpoint")
 
 
-class SourceError(ValueError):
+class SourceError(UserError):
     """A SOURCE that cannot be read (one line, names what is wrong)."""
 
 
@@ -188,8 +190,6 @@ def _from_dir(d: Path) -> Source:
         params, objs, expected, log = _space_info(raw)
         name = raw.get("name") or d.name
     else:
-        from tti_ray.analysis.tables import searched_parameters
-
         params, objs, expected, log = (
             searched_parameters(df),
             parse_objectives(DEFAULT_OBJECTIVES),
@@ -228,11 +228,6 @@ def _value(s: str) -> Any:
         except (TypeError, ValueError):
             pass
     return {"True": True, "False": False, "None": None}.get(s, s)
-
-
-def _hash_config(values: dict[str, Any]) -> str:
-    blob = json.dumps({k: values[k] for k in sorted(values)}, sort_keys=True, default=str)
-    return hashlib.sha1(blob.encode()).hexdigest()[:10]
 
 
 def _search_runs(client: Any, exp_id: str, filt: str) -> list[Any]:
@@ -370,20 +365,20 @@ def _from_mlflow(spec: str, parent_run: str | None) -> Source:
     for r in children:
         tags, p = r.data.tags, r.data.params
         values = {k: _value(p[k]) if k in p else None for k in params}
-        status = tags.get(STATUS_TAG) or _MLFLOW_STATUS.get(r.info.status, "failed")
+        status = tags.get(STATUS_TAG) or _MLFLOW_STATUS.get(r.info.status, TrialStatus.FAILED).value
         if status not in STATUSES:
             notes.append(f"run {r.info.run_id}: unknown tti_ray.status {status!r}, read as failed")
-            status = "failed"
+            status = TrialStatus.FAILED.value
         seed = next((_value(p[k]) for k in SEED_PARAMS if k in p), None)
         rec = {
             "trial_id": tags.get(TRIAL_TAG) or r.info.run_id[:8],
-            "config_id": tags.get(CONFIG_TAG) or _hash_config(values),
+            "config_id": tags.get(CONFIG_TAG) or config_id(values),
             "status": status,
             "seed": seed,
             **values,
             **r.data.metrics,
             "completed_at": order.get(r.info.run_id)
-            if status not in ("running", "pending")
+            if status not in (TrialStatus.RUNNING, TrialStatus.PENDING)
             else None,
             "checkpoint": tags.get(CHECKPOINT_TAG) or "",
             "mlflow_run_id": r.info.run_id,

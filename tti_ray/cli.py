@@ -1,4 +1,10 @@
-"""Shared CLI behaviour: user errors become one line on stderr and exit code 2."""
+"""Shared CLI behaviour: user errors become one line on stderr and exit code 2.
+
+:class:`UserError` is the one base of the project's user-facing errors (a bad file, flag, key or
+value: :class:`~tti_ray.config.ConfigError`, ``DataError``, ``CheckpointError``, ``LockedError``,
+``SourceError``, :class:`UsageError` ...). It lives here, on the lowest floor, so that every
+stage can raise one and every CLI can catch them all without importing the stages.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,13 @@ from contextlib import contextmanager
 from typing import NoReturn
 
 
-class UsageError(ValueError):
+class UserError(ValueError):
+    """A problem with what the user gave (file, flag, key, value), said in one line.
+
+    A ``ValueError`` so that library callers that catch ``ValueError`` keep working."""
+
+
+class UsageError(UserError):
     """A bad flag or flag combination (one line)."""
 
 
@@ -41,28 +53,22 @@ def positive_int(text: str) -> int:
     return v
 
 
-def user_error_types() -> tuple[type[BaseException], ...]:
-    from tti_ray.config import ConfigError
-    from tti_ray.data import DataError
-    from tti_ray.lock import LockedError
-    from tti_ray.train.checkpoint import CheckpointError
-    from tti_ray.train.loop import TrainSetupError
-
-    return (ConfigError, DataError, CheckpointError, TrainSetupError, UsageError, LockedError)
-
-
 @contextmanager
-def fail_on_user_errors(prog: str, config_file: str | None = None) -> Iterator[None]:
-    """Turn the project's user-facing errors into ``prog: error: <one line>`` + exit 2.
+def fail_on_user_errors(
+    prog: str,
+    config_file: str | None = None,
+    *,
+    also: tuple[type[BaseException], ...] = (),
+) -> Iterator[None]:
+    """Turn the project's user-facing errors (:class:`UserError`, plus the classes in ``also``)
+    into ``prog: error: <one line>`` + exit 2.
 
-    Data errors name a config key (``data.tokenizer: …``); ``config_file`` puts the file in
-    front of it."""
-    from tti_ray.data import DataError
-
+    An error whose message names a config key but not the file (``data.tokenizer: …``, a
+    :class:`UserError` with ``names_config_key``) gets ``config_file`` in front of it."""
     try:
         yield
-    except user_error_types() as e:
+    except (UserError, *also) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        if isinstance(e, DataError) and config_file:
+        if getattr(e, "names_config_key", False) and config_file:
             msg = f"{config_file}: {msg}"
         die(prog, msg)

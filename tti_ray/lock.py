@@ -15,10 +15,12 @@ import socket
 import time
 from pathlib import Path
 
+from tti_ray.cli import UserError
+
 LOCK_NAME = ".tti_ray.lock"
 
 
-class LockedError(ValueError):
+class LockedError(UserError):
     """Another live process holds the directory (one line, names the holder)."""
 
 

@@ -39,8 +39,8 @@ RAY = str(Path(sys.executable).with_name("ray"))
 
 
 def _ray_nodes(address: str, env: dict[str, str]) -> list[dict]:
-    code = ("import json, ray; from tti_ray.sweep.runner import _token_auth_like_auto;"
-            "_token_auth_like_auto(); ray.init(address=%r, logging_level='ERROR');"
+    code = ("import json, ray; from tti_ray.sweep.ray_start import token_auth_like_auto;"
+            "token_auth_like_auto(); ray.init(address=%r, logging_level='ERROR');"
             "print(json.dumps([{'id': n['NodeID'], 'alive': n['Alive'], 'res': n['Resources']}"
             " for n in ray.nodes()]))") % address
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from tti_ray.sweep.runner import write_outputs
+from tti_ray.sweep.outputs import write_outputs
 from tti_ray.sweep.space import config_id, load_search_space
 
 from .conftest import write_space

@@ -8,7 +8,8 @@ import socket
 import pytest
 
 from tti_ray.cli import UsageError
-from tti_ray.sweep.preflight import check_resources, parse_address, probe_address, trial_demand
+from tti_ray.sweep.preflight import check_resources, trial_demand
+from tti_ray.sweep.ray_start import parse_address, probe_address
 from tti_ray.sweep.space import SearchSpace
 
 PARAMS = {"train.lr": {"values": [0.001]}}

@@ -14,13 +14,15 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from tti_ray.cli import UserError
+from tti_ray.config.base import KeyPathError, format_validation_error
 from tti_ray.config.schema import RunConfig
 
 PRESET_DIR = Path(__file__).parent / "presets"
 MAX_YAML_BYTES = 64 * 2**20
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A bad config file, key, value or flag. The message is one line naming file and key."""
 
 
@@ -182,25 +184,7 @@ def _rebase_on_preset(data: dict[str, Any], preset: str, source: str) -> dict[st
     return out
 
 
-def format_validation_error(err: ValidationError, source: str) -> str:
-    first = err.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"] if not str(p).startswith("function-"))
-    msg = first["msg"]
-    if first["type"] == "extra_forbidden":
-        msg = "unknown key"
-    msg = msg.removeprefix("Value error, ")
-    more = len(err.errors()) - 1
-    tail = f" (and {more} more error{'s' if more > 1 else ''})" if more else ""
-    if not loc and re.match(r"[\w.\[\]]+: ", msg):  # a model-level check names its own key
-        return f"{source}: {msg}{tail}"
-    return f"{source}: {loc or '<top>'}: {msg}{tail}"
-
-
 def validate(raw: dict[str, Any], source: str) -> RunConfig:
-    # Imported here, not at module top: the registry imports ``tti_ray.config.schema``, so a
-    # top-level import makes ``import tti_ray.interventions`` (before tti_ray.config) circular.
-    from tti_ray.interventions.registry import KeyPathError
-
     try:
         return RunConfig.model_validate(raw)
     except ValidationError as e:

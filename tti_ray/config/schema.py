@@ -2,24 +2,23 @@
 
 Every section forbids unknown keys and validates ranges at load time, so a typo in a YAML file or a
 ``--set`` override is an error naming the key path, never a silent no-op (nanoGPT / SAELens style).
-Interventions are validated by their own registry (``tti_ray.interventions``), each receiving only
-its own slice of the config.
+Interventions and toy workloads are validated by the config class their registry holds for their
+kind (:data:`INTERVENTIONS`, :data:`TOY_WORKLOADS`; ``tti_ray.interventions`` and ``tti_ray.toy``
+register into them), each receiving only its own slice of the config.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
+
+from tti_ray.config.base import KeyPathError, Registry, Section
+from tti_ray.config.lexicon import validate_kind
 
 Site = Literal["mlp_hidden", "mlp_out"]
 SITES: tuple[str, ...] = ("mlp_hidden", "mlp_out")
-
-
-class Section(BaseModel):
-    """Base for all config sections: strict types, unknown keys rejected."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, validate_assignment=True)
 
 
 class SiteSelection(Section):
@@ -166,9 +165,110 @@ class EvalConfig(Section):
     def _categories_valid(cls, v: str | None) -> str | None:
         if v is None:
             return v
-        from tti_ray.interventions.categories import validate_kind
-
         return validate_kind(v)
+
+
+class InterventionConfig(SiteSelection):
+    """Fields every intervention has.
+
+    ``coef`` multiplies the loss terms (architectural-only interventions may ignore it);
+    ``coef_warmup_steps`` ramps it linearly from 0 over that many steps; ``sites`` and ``layers``
+    pick where it acts (``"all"`` or a list of layer indices)."""
+
+    type: str
+    coef: float = Field(0.0, ge=0.0)
+    coef_warmup_steps: int = Field(0, ge=0)
+
+
+#: intervention type -> its ``Intervention`` class (whose ``config_cls`` validates its settings)
+INTERVENTIONS: Registry[Any] = Registry(
+    "intervention",
+    config_of=lambda cls: cls.config_cls,
+    unknown="unknown intervention {kind!r} (registered: {names})",
+    builtins="tti_ray.interventions",
+)
+
+#: toy config kind (``superposition`` | ``ablation``) -> its config class
+TOY_WORKLOADS: Registry[Any] = Registry(
+    "toy workload",
+    config_of=lambda cls: cls,
+    unknown="must be one of {choices}",
+    key="kind",
+    builtins="tti_ray.toy",
+)
+WORKLOAD_KIND: dict[str, str] = {"toy_superposition": "superposition", "toy_ablation": "ablation"}
+
+
+def parse_interventions(v: Any) -> dict[str, InterventionConfig]:
+    """Validate the ``interventions`` mapping, each entry by its own config class."""
+    if v is None:
+        return {}
+    if not isinstance(v, Mapping):
+        raise KeyPathError("interventions", "must be a mapping of name -> settings")
+    out: dict[str, InterventionConfig] = {}
+    for name, entry in v.items():
+        path = f"interventions.{name}"
+        if isinstance(entry, InterventionConfig):
+            out[name] = entry
+            continue
+        if entry is None:
+            entry = {}
+        if not isinstance(entry, Mapping):
+            raise KeyPathError(path, "must be a mapping of settings")
+        kind_path = path if "type" not in entry else f"{path}.type"
+        out[name] = INTERVENTIONS.parse(entry.get("type", name), entry, path, kind_path)
+    return out
+
+
+def check_against_model(cfgs: Mapping[str, InterventionConfig], model_cfg: ModelConfig) -> None:
+    for name, cfg in cfgs.items():
+        if isinstance(cfg.layers, list) and max(cfg.layers) >= model_cfg.n_layer:
+            raise KeyPathError(
+                f"interventions.{name}.layers",
+                f"layer {max(cfg.layers)} does not exist (model has {model_cfg.n_layer} layers)",
+            )
+
+
+def parse_toy_config(v: Any, *, workload: str | None = None) -> Any:
+    """Validate a ``toy:`` section (mapping or config instance) into its config model.
+
+    ``kind`` picks the model; when it is missing and ``workload`` is given (``toy_superposition``
+    / ``toy_ablation``) it is inferred from the workload. Errors are :class:`KeyPathError` with a
+    ``toy.<field>`` path."""
+    if isinstance(v, tuple(TOY_WORKLOADS.entries().values())):
+        cfg = v
+    else:
+        if not isinstance(v, Mapping):
+            raise KeyPathError(
+                "toy", "must be a mapping of settings (kind: superposition | ablation)"
+            )
+        data = dict(v)
+        if "kind" not in data and workload in WORKLOAD_KIND:
+            data["kind"] = WORKLOAD_KIND[workload]
+        cfg = TOY_WORKLOADS.parse(data.get("kind"), data, "toy", "toy.kind")
+    if workload is not None:
+        check_workload(workload, cfg)
+    return cfg
+
+
+def check_workload(workload: str, toy_cfg: Any) -> None:
+    """Raise :class:`KeyPathError` unless ``workload`` and the toy section agree.
+
+    ``lm`` takes no ``toy:`` section; a toy workload takes one of its own kind or none (then
+    ``tti_ray.toy.resolve_toy`` supplies the defaults)."""
+    if workload not in WORKLOAD_KIND:
+        if toy_cfg is not None:
+            raise KeyPathError(
+                "toy",
+                f"a toy section needs workload {' or '.join(WORKLOAD_KIND)} (got {workload!r})",
+            )
+        return
+    expected = WORKLOAD_KIND[workload]
+    if toy_cfg is not None and toy_cfg.kind != expected:
+        raise KeyPathError(
+            "toy.kind",
+            f"{toy_cfg.kind!r} does not match workload {workload!r} (needs {expected!r})",
+        )
 
 
 class RunConfig(Section):
@@ -188,8 +288,6 @@ class RunConfig(Section):
     @field_validator("interventions", mode="before")
     @classmethod
     def _build_interventions(cls, v: Any) -> dict[str, Any]:
-        from tti_ray.interventions import parse_interventions
-
         return parse_interventions(v)
 
     @field_validator("toy", mode="before")
@@ -197,18 +295,12 @@ class RunConfig(Section):
     def _build_toy(cls, v: Any, info: ValidationInfo) -> Any:
         if v is None:
             return None
-        from tti_ray.toy import parse_toy_config
-
         return parse_toy_config(v, workload=info.data.get("workload"))
 
     @model_validator(mode="after")
     def _cross_checks(self) -> RunConfig:
-        from tti_ray.interventions import check_against_model
-
         check_against_model(self.interventions, self.model)
         if self.workload != "lm" or self.toy is not None:
-            from tti_ray.toy import check_workload
-
             check_workload(self.workload, self.toy)
         if self.model.seq_len < 2:
             raise ValueError("model.seq_len must be >= 2")

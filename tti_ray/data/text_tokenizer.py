@@ -26,6 +26,8 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tti_ray.cli import UserError
+
 if TYPE_CHECKING:
     from tti_ray.config.schema import DataConfig
 
@@ -38,8 +40,10 @@ BPE_SIZE = 8192
 BPE_MIN_FREQUENCY = 2
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """Data or tokenizer cannot be loaded (one line, names the config key)."""
+
+    names_config_key = True  # a CLI puts the config file in front of the message
 
 
 def bundled_stories(split: str) -> list[str]:

@@ -40,13 +40,16 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
+from tti_ray.data.factors import EncodedCorpus, encode_corpus, factor_corpus
+from tti_ray.data.tokens import TextTokenizer, TokenData
+from tti_ray.interventions.categories import tokenizer_for
 from tti_ray.interventions.ops import strided_subsample
 from tti_ray.interventions.registry import (
     Intervention,
@@ -63,10 +66,6 @@ from tti_ray.metrics.disentanglement import (
     sap,
     total_correlation,
 )
-
-if TYPE_CHECKING:
-    from tti_ray.data.factors import EncodedCorpus
-    from tti_ray.data.tokens import TextTokenizer, TokenData
 
 N_TOP = 3  # per-latent KLs reported as kl_top1..kl_top3
 
@@ -207,9 +206,6 @@ class Bottleneck(Intervention):
         self._probe = self._probe_labels = None
         if self.cfg.coef == 0 or self.cfg.probe_per_cell == 0:
             return
-        from tti_ray.data.factors import encode_corpus, factor_corpus
-        from tti_ray.interventions.categories import tokenizer_for
-
         tok = tokenizer if tokenizer is not None else tokenizer_for(tokens)
         corpus = factor_corpus(self.cfg.probe_per_cell, seed=0)
         self._probe = encode_corpus(corpus, tokens, tok, max_len=self.model_cfg.seq_len)

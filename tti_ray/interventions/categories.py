@@ -24,16 +24,20 @@ import json
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 
-if TYPE_CHECKING:
-    from tti_ray.data.tokens import TextTokenizer, TokenData
+from tti_ray.config.lexicon import (  # noqa: F401 - CategoryError, validate_kind re-exported
+    OTHER,
+    CategoryError,
+    read_lexicon,
+    validate_kind,
+)
+from tti_ray.config.schema import DataConfig
+from tti_ray.data.tokens import TextTokenizer, TokenData
 
 LEXICON_DIR = Path(__file__).parent / "lexicon"
 SHIPPED_LEXICON = LEXICON_DIR / "tinystories_semantic.json"
-OTHER = "other"
 
 COARSE_CLASSES: tuple[str, ...] = (
     "punctuation",
@@ -61,10 +65,6 @@ FUNCTION_WORDS: frozenset[str] = frozenset(
     ll re ve m d
     """.split()
 )
-
-
-class CategoryError(ValueError):
-    """A bad ``categories`` setting (unknown kind, unreadable or malformed JSON)."""
 
 
 @dataclass(frozen=True)
@@ -104,42 +104,6 @@ def coarse_class(s: str) -> str:
     return OTHER
 
 
-def read_lexicon(path: str | Path) -> dict[str, list[str]]:
-    """``{category: [word, ...]}`` from a JSON file, validated; errors name the file.
-
-    Words are matched lower-cased, so a word may appear under one category only."""
-    path = Path(path).expanduser()
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise CategoryError(f"cannot read category file '{path}' ({e.strerror or e})") from None
-    except json.JSONDecodeError as e:
-        raise CategoryError(f"{path}: invalid JSON (line {e.lineno}): {e.msg}") from None
-    if not isinstance(data, dict) or not data:
-        raise CategoryError(f"{path}: must be a non-empty JSON object {{category: [words]}}")
-    seen: dict[str, str] = {}
-    out: dict[str, list[str]] = {}
-    for cat, words in data.items():
-        if cat == OTHER:
-            raise CategoryError(f"{path}: category name {OTHER!r} is reserved for unmatched tokens")
-        if not isinstance(words, list) or not all(isinstance(w, str) and w.strip() for w in words):
-            raise CategoryError(f"{path}: {cat}: must be a list of non-empty strings")
-        for w in words:
-            key = w.strip().lower()
-            if key in seen and seen[key] != cat:
-                raise CategoryError(f"{path}: word {w!r} is in both {seen[key]!r} and {cat!r}")
-            seen[key] = cat
-        out[cat] = [w.strip().lower() for w in words]
-    return out
-
-
-def validate_kind(kind: str) -> str:
-    """Check a ``categories`` setting at config time (file exists and parses)."""
-    if kind not in ("coarse", "lexicon"):
-        read_lexicon(kind)
-    return kind
-
-
 def categorize(strings: list[str], kind: str) -> CategoryMap:
     """Category map for a list of decoded token strings (index = model id)."""
     if kind == "coarse":
@@ -160,9 +124,6 @@ def tokenizer_for(tokens: TokenData) -> TextTokenizer:
     """The tokenizer the token cache was built with (``tokenizer`` in its ``meta.json``, or in
     older caches its key, ``v<version>|<source>|<tokenizer>|<vocab_size>``); the bundled GPT-2
     BPE if unknown."""
-    from tti_ray.config.schema import DataConfig
-    from tti_ray.data.tokens import TextTokenizer
-
     name = "gpt2"
     meta = Path(tokens.directory) / "meta.json"
     if meta.exists():

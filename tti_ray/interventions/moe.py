@@ -65,6 +65,7 @@ import torch.nn.functional as F
 from pydantic import Field, field_validator, model_validator
 from torch import nn
 
+from tti_ray.data.batches import eval_blocks, n_blocks
 from tti_ray.interventions.categories import CategoryMap, category_map, validate_kind
 from tti_ray.interventions.moe_metrics import (
     Routing,
@@ -185,7 +186,6 @@ class MoE(Intervention):
     def prepare(self, tokens: Any, tokenizer: Any = None) -> None:
         """Category map, and the ablation sample: the first ceil(ablation_tokens / seq_len)
         blocks of ``tokens.valid`` (none if the stream is shorter than one block)."""
-        from tti_ray.data.batches import eval_blocks, n_blocks  # lazy: keeps imports acyclic
 
         self._ablation_blocks = None
         if not self.cfg.enabled:

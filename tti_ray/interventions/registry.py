@@ -26,7 +26,9 @@ Conventions shared by every built-in intervention:
 * an architectural intervention in its disabled setting (:meth:`Intervention.disabled_config`)
   registers no hook at all.
 
-Registering the same name twice is an error (SAELens ``register_sae_class`` style).
+Registering the same name twice is an error (SAELens ``register_sae_class`` style). The registry
+itself is :data:`tti_ray.config.schema.INTERVENTIONS`, on the ground floor, so that config
+validation never imports this package; importing it registers the built-ins.
 """
 
 from __future__ import annotations
@@ -38,38 +40,21 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
-from pydantic import Field, ValidationError
 from torch import nn
 
-from tti_ray.config.schema import ModelConfig, SiteSelection
+from tti_ray.config.base import KeyPathError  # noqa: F401 - part of this module's API
+from tti_ray.config.schema import (  # noqa: F401 - the registry's config side, re-exported
+    INTERVENTIONS,
+    InterventionConfig,
+    ModelConfig,
+    check_against_model,
+    parse_interventions,
+)
 
 if TYPE_CHECKING:
     from tti_ray.data.tokens import TextTokenizer, TokenData
 
 SiteKey = tuple[str, int]  # (site name, layer index)
-
-
-class KeyPathError(Exception):
-    """A config problem at a dotted key path; formatted by the loader as ``file: path: msg``.
-
-    Deliberately not a ``ValueError`` so it passes through pydantic validators unchanged."""
-
-    def __init__(self, path: str, msg: str) -> None:
-        super().__init__(f"{path}: {msg}")
-        self.path, self.msg = path, msg
-
-
-class InterventionConfig(SiteSelection):
-    """Fields every intervention has.
-
-    ``coef`` multiplies the loss terms (architectural-only interventions may ignore it);
-    ``coef_warmup_steps`` ramps it linearly from 0 over that many steps; ``sites`` and ``layers``
-    pick where it acts (``"all"`` or a list of layer indices)."""
-
-    type: str
-    coef: float = Field(0.0, ge=0.0)
-    coef_warmup_steps: int = Field(0, ge=0)
-
 
 
 @dataclass(frozen=True)
@@ -212,68 +197,23 @@ def flat(a: torch.Tensor) -> torch.Tensor:
     return a.reshape(-1, a.shape[-1]).float()
 
 
-_REGISTRY: dict[str, type[Intervention]] = {}
+#: the live ``{type: class}`` store of :data:`INTERVENTIONS` (tests patch it)
+_REGISTRY: dict[str, type[Intervention]] = INTERVENTIONS._entries
 
 
 def register_intervention(name: str, cls: type[Intervention]) -> type[Intervention]:
-    if name in _REGISTRY:
-        raise ValueError(f"intervention {name!r} is already registered")
-    _REGISTRY[name] = cls
-    return cls
+    return INTERVENTIONS.register(name, cls)
 
 
 def registered() -> dict[str, type[Intervention]]:
-    return dict(_REGISTRY)
-
-
-def parse_interventions(v: Any) -> dict[str, InterventionConfig]:
-    """Validate the ``interventions`` mapping, each entry by its own config class."""
-    if v is None:
-        return {}
-    if not isinstance(v, Mapping):
-        raise KeyPathError("interventions", "must be a mapping of name -> settings")
-    out: dict[str, InterventionConfig] = {}
-    for name, entry in v.items():
-        path = f"interventions.{name}"
-        if isinstance(entry, InterventionConfig):
-            out[name] = entry
-            continue
-        if entry is None:
-            entry = {}
-        if not isinstance(entry, Mapping):
-            raise KeyPathError(path, "must be a mapping of settings")
-        kind = entry.get("type", name)
-        if kind not in _REGISTRY:
-            raise KeyPathError(
-                path if "type" not in entry else f"{path}.type",
-                f"unknown intervention {kind!r} (registered: {', '.join(sorted(_REGISTRY))})",
-            )
-        try:
-            out[name] = _REGISTRY[kind].config_cls.model_validate({**entry, "type": kind})
-        except ValidationError as e:
-            err = e.errors()[0]
-            loc = ".".join(str(p) for p in err["loc"])
-            msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-            raise KeyPathError(
-                f"{path}.{loc}" if loc else path, msg.removeprefix("Value error, ")
-            ) from None
-    return out
-
-
-def check_against_model(cfgs: Mapping[str, InterventionConfig], model_cfg: ModelConfig) -> None:
-    for name, cfg in cfgs.items():
-        if isinstance(cfg.layers, list) and max(cfg.layers) >= model_cfg.n_layer:
-            raise KeyPathError(
-                f"interventions.{name}.layers",
-                f"layer {max(cfg.layers)} does not exist (model has {model_cfg.n_layer} layers)",
-            )
+    return INTERVENTIONS.entries()
 
 
 def build_interventions(
     cfgs: Mapping[str, InterventionConfig], model_cfg: ModelConfig
 ) -> nn.ModuleDict:
     return nn.ModuleDict(
-        {name: _REGISTRY[cfg.type](name, cfg, model_cfg) for name, cfg in cfgs.items()}
+        {name: INTERVENTIONS[cfg.type](name, cfg, model_cfg) for name, cfg in cfgs.items()}
     )
 
 

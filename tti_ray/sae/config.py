@@ -3,7 +3,8 @@
 The shared fields live in :class:`SAEConfig`; each registered kind extends it with its own
 (``TopKSAEConfig.k``, ``ReLUSAEConfig.l1_coef``), so a key that does not apply to the chosen kind
 is an *unknown key* error, never a silent no-op. :func:`parse_sae_config` picks the class from
-``kind`` and raises :class:`~tti_ray.interventions.registry.KeyPathError` naming ``sae.<key>``.
+``kind`` in :data:`SAE_KINDS` (the registry :mod:`tti_ray.sae.models` registers its SAE classes
+into) and raises :class:`~tti_ray.config.base.KeyPathError` naming ``sae.<key>``.
 
 The default is a TopK SAE with a fixed ``k`` (32): every model is then read at the same L0, so
 reconstruction and CE-loss scores are comparable across models (the issue-6 requirement).
@@ -14,12 +15,21 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
+from tti_ray.config.base import KeyPathError, Registry
 from tti_ray.config.schema import SiteSelection
-from tti_ray.interventions.registry import KeyPathError
 
 DEFAULT_KIND = "topk"
+
+#: SAE kind -> ``(SAE class, config class)``; :mod:`tti_ray.sae.models` registers the built-ins
+#: (importing any ``tti_ray.sae`` module loads the package, and with it the models).
+SAE_KINDS: Registry[tuple[Any, Any]] = Registry(
+    "SAE kind",
+    config_of=lambda entry: entry[1],
+    unknown="unknown SAE kind {kind!r} (registered: {names})",
+    key="kind",
+)
 
 
 class SAEConfig(SiteSelection):
@@ -108,32 +118,13 @@ class ReLUSAEConfig(SAEConfig):
         return self
 
 
-def _format(err: ValidationError, prefix: str) -> KeyPathError:
-    first = err.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"] if not str(p).startswith("function-"))
-    msg = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
-    return KeyPathError(f"{prefix}.{loc}" if loc else prefix, msg.removeprefix("Value error, "))
-
-
 def parse_sae_config(
     raw: Mapping[str, Any] | SAEConfig | None = None, *, prefix: str = "sae"
 ) -> SAEConfig:
     """Validate a mapping as the config class of its ``kind`` (default ``topk``).
 
     Errors are :class:`KeyPathError` with path ``<prefix>.<key>``."""
-    from tti_ray.sae.models import registered_saes
-
     if isinstance(raw, SAEConfig):
         return raw
     raw = dict(raw or {})
-    kind = raw.get("kind", DEFAULT_KIND)
-    registry = registered_saes()
-    if kind not in registry:
-        raise KeyPathError(
-            f"{prefix}.kind",
-            f"unknown SAE kind {kind!r} (registered: {', '.join(sorted(registry))})",
-        )
-    try:
-        return registry[kind][1].model_validate({**raw, "kind": kind})
-    except ValidationError as e:
-        raise _format(e, prefix) from None
+    return SAE_KINDS.parse(raw.get("kind", DEFAULT_KIND), raw, prefix, f"{prefix}.kind")

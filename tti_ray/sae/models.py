@@ -34,8 +34,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from tti_ray.interventions.registry import KeyPathError
-from tti_ray.sae.config import ReLUSAEConfig, SAEConfig, TopKSAEConfig, parse_sae_config
+from tti_ray.config.base import KeyPathError
+from tti_ray.sae.config import SAE_KINDS, ReLUSAEConfig, SAEConfig, TopKSAEConfig, parse_sae_config
 
 
 class SAE(nn.Module):
@@ -267,19 +267,16 @@ class TopKSAE(SAE):
 
 
 # -- registry -------------------------------------------------------------------------------------
-_SAES: dict[str, tuple[type[SAE], type[SAEConfig]]] = {}
 
 
 def register_sae(name: str, cls: type[SAE], cfg_cls: type[SAEConfig]) -> type[SAE]:
     """Register an SAE kind (SAELens ``register_sae_class`` style); duplicates are an error."""
-    if name in _SAES:
-        raise ValueError(f"SAE kind {name!r} is already registered")
-    _SAES[name] = (cls, cfg_cls)
+    SAE_KINDS.register(name, (cls, cfg_cls))
     return cls
 
 
 def registered_saes() -> dict[str, tuple[type[SAE], type[SAEConfig]]]:
-    return dict(_SAES)
+    return SAE_KINDS.entries()
 
 
 register_sae("topk", TopKSAE, TopKSAEConfig)
@@ -288,12 +285,12 @@ register_sae("relu", ReLUSAE, ReLUSAEConfig)
 
 def check_sae(cfg: SAEConfig, d_in: int) -> None:
     """Validate ``cfg`` for inputs of width ``d_in`` without building anything."""
-    _SAES[cfg.kind][0].check(cfg, d_in)
+    SAE_KINDS[cfg.kind][0].check(cfg, d_in)
 
 
 def build_sae(cfg: SAEConfig, d_in: int) -> SAE:
     """The SAE of ``cfg.kind`` for inputs of width ``d_in``."""
-    cls, cfg_cls = _SAES[cfg.kind]
+    cls, cfg_cls = SAE_KINDS[cfg.kind]
     if not isinstance(cfg, cfg_cls):
         raise TypeError(f"{cls.__name__} needs a {cfg_cls.__name__}, got {type(cfg).__name__}")
     return cls(cfg, d_in)

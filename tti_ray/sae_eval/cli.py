@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from tti_ray.cli import die, fail_on_user_errors
+from tti_ray.config import parse_sets
+from tti_ray.config.base import KeyPathError
 
 PROG = "tti_ray.sae_eval"
 
@@ -91,8 +93,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def sae_config_from_args(args: argparse.Namespace) -> Any:
     """Validated SAE config from ``--set`` entries and flags; errors name the flag."""
-    from tti_ray.config import parse_sets
-    from tti_ray.interventions.registry import KeyPathError
     from tti_ray.sae import parse_sae_config
 
     raw: dict[str, Any] = {}
@@ -137,7 +137,6 @@ def main(argv: list[str] | None = None) -> int:
 
         import torch
 
-        from tti_ray.interventions.registry import KeyPathError
         from tti_ray.sae.evaluate import METRICS_FILE, check_config, evaluate_checkpoint
         from tti_ray.train.checkpoint import load_model
 

@@ -81,17 +81,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(args: argparse.Namespace) -> int:
     with fail_on_user_errors(PROG):
-        from tti_ray.sweep.preflight import (
-            check_resources,
-            check_storage,
-            check_writable,
-            is_uri,
-            local_nodes,
-            local_where,
-            parse_address,
-        )
+        from tti_ray.sweep.plan import plan_sweep
+        from tti_ray.sweep.preflight import check_resources, check_storage, check_writable, is_uri
+        from tti_ray.sweep.ray_start import local_nodes, local_where, parse_address
         from tti_ray.sweep.resume import check_space_unchanged
-        from tti_ray.sweep.runner import plan_sweep, run_sweep
         from tti_ray.sweep.space import load_search_space
 
         if args.resume and args.dry_run:
@@ -126,6 +119,8 @@ def _main(args: argparse.Namespace) -> int:
                 described["resource_check"] = f"fits {local_where(args.num_cpus)}"
             print(json.dumps(described, indent=2, default=str))
             return 0
+        from tti_ray.sweep.runner import run_sweep  # Ray, Tune, pandas: only for a real run
+
         result = run_sweep(plan, num_cpus=args.num_cpus)
     _print_front(result)
     df = result["trials"]

@@ -28,6 +28,7 @@ import pandas as pd
 from pydantic import Field, model_validator
 
 from tti_ray.config.schema import Section
+from tti_ray.trials import TERMINAL, TrialStatus
 
 INF = float("inf")
 
@@ -124,10 +125,10 @@ def baseline_metrics(
     if baseline_config_id is None or "config_id" not in df.columns:
         return None
     rows = df[df["config_id"].astype(str) == baseline_config_id]
-    terminal = rows["status"].isin(["finished", "diverged", "early_stopped", "failed"])
+    terminal = rows["status"].isin(TERMINAL)
     if rows.empty or not terminal.all():
         return None
-    fin = rows[rows["status"] == "finished"]
+    fin = rows[rows["status"] == TrialStatus.FINISHED]
     if fin.empty:
         return {}
     return {m: float(pd.to_numeric(fin[m], errors="coerce").mean())
@@ -146,7 +147,7 @@ def feasible_column(
     base = baseline_metrics(df, baseline_config_id, metrics) if needs_base else None
     out: list[bool | None] = []
     for rec in df.to_dict("records"):
-        if rec.get("status") in ("pending",) or not any(
+        if rec.get("status") in (TrialStatus.PENDING,) or not any(
                 _finite(rec.get(c)) for c in df.columns if "/" in str(c)):
             out.append(None)
             continue

@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 from tti_ray.config import ConfigError, RunConfig
-
-if TYPE_CHECKING:
-    from tti_ray.sweep.space import SearchSpace
+from tti_ray.sweep.samplers import make_sampler
 
 
 def blame_set(msg: str, source: str, sets: list[str]) -> str:
@@ -36,18 +34,17 @@ def blame_set(msg: str, source: str, sets: list[str]) -> str:
     return msg
 
 
-def check_plan(space: SearchSpace, base: RunConfig, path: Path) -> None:
+def check_plan(space: Any, base: RunConfig, path: Path) -> None:
     """What would otherwise fail only once the sweep runs: Optuna's distributions and sampler,
-    the scheduler's rungs against the training length, the study storage URL."""
+    the scheduler's rungs against the training length, the study storage URL. ``space`` is the
+    :class:`~tti_ray.sweep.space.SearchSpace` being loaded (space.py calls this)."""
     for key, param in space.parameters.items():
         try:
             param.optuna_distribution()
         except (ValueError, TypeError) as e:
             raise ConfigError(f"{path}: parameters.{key}: {_first_line(e)}") from None
     try:
-        from tti_ray.sweep.searcher import _sampler
-
-        _sampler(space)
+        make_sampler(space)
     except (ValueError, TypeError) as e:
         raise ConfigError(f"{path}: searcher: {_first_line(e)}") from None
     if space.scheduler.type == "mo_asha" and space.scheduler.grace_steps > base.train.steps:

@@ -23,9 +23,9 @@ from typing import Any
 from tti_ray.cli import UsageError
 from tti_ray.io import atomic_write_text
 from tti_ray.sweep.space import SearchSpace, load_search_space
+from tti_ray.trials import STATUSES
 
 META_FILE = "sweep_meta.json"
-STATUSES = ("finished", "diverged", "early_stopped", "failed", "running", "pending")
 
 
 def space_hash(space: SearchSpace) -> str:

@@ -1,5 +1,10 @@
 """Run (or resume) a sweep: Ray Tune + Optuna over ``train_run`` trials.
 
+The plan and its checks are in :mod:`~tti_ray.sweep.plan` / :mod:`~tti_ray.sweep.preflight`,
+Ray start-up in :mod:`~tti_ray.sweep.ray_start`, the output files in
+:mod:`~tti_ray.sweep.outputs`, the per-trial progress and MLflow mirror in
+:mod:`~tti_ray.sweep.progress`; this module holds the run itself: lock, start, Tune, finish.
+
 Experiment directory (``--out``, default ``experiments/<name>``)::
 
     search_space.yaml   the resolved search space (after --set / --preset)
@@ -13,218 +18,29 @@ Experiment directory (``--out``, default ``experiments/<name>``)::
 
 from __future__ import annotations
 
-import json
 import shutil
 import sys
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import yaml
+from ray import tune
 
 from tti_ray.cli import UsageError
-from tti_ray.io import atomic_write_text
 from tti_ray.lock import DirLock
-from tti_ray.sweep.preflight import (
-    check_data,
-    check_resources,
-    check_storage,
-    check_writable,
-    init_ray,
-    is_uri,
-    local_nodes,
-    local_where,
-    ray_nodes,
-)
-from tti_ray.sweep.preflight import token_auth_like_auto as _token_auth_like_auto  # noqa: F401
+from tti_ray.sweep.outputs import write_outputs
+from tti_ray.sweep.plan import TUNE_NAME, SweepPlan, plan_sweep, preflight  # noqa: F401
+from tti_ray.sweep.preflight import check_resources
+from tti_ray.sweep.progress import on_table_update
+from tti_ray.sweep.ray_start import init_ray, local_where, ray_nodes
 from tti_ray.sweep.resume import check_restorable, write_meta
+from tti_ray.sweep.sae_trigger import SAETrigger
+from tti_ray.sweep.scheduler import MOASHAScheduler
+from tti_ray.sweep.searcher import check_new_study, make_searcher, set_study_reference
 from tti_ray.sweep.signals import Interrupts
-from tti_ray.sweep.space import SearchSpace
-
-TUNE_NAME = "tune"
-
-
-@dataclass
-class SweepPlan:
-    space: SearchSpace
-    exp_dir: Path
-    storage: str  # Tune storage_path (local dir or URI)
-    study_url: str
-    address: str | None
-    resume: bool
-    runs_dir: Path | None
-    threads: int | None
-    wait_sae: bool = True
-    tracking: Any = None  # tti_ray.tracking.TrackingConfig, or None for --no-tracking
-    check_resources: bool = True  # False: --skip-resource-check (autoscaling clusters)
-    origin: dict[str, Any] | None = None  # how the space was made (file, --set, --preset)
-
-    def describe(self) -> dict[str, Any]:
-        s = self.space
-        cfg = s.run_config({k: p.extremes()[0] for k, p in s.parameters.items()})
-        return {
-            "name": s.name,
-            "experiment_dir": str(self.exp_dir),
-            "tune_storage": f"{self.storage}/{TUNE_NAME}",
-            "optuna_study": {"name": s.name, "storage": self.study_url},
-            "ray_address": self.address or "local (started by this command)",
-            "resume": self.resume,
-            "searcher": s.searcher.model_dump(),
-            "scheduler": s.scheduler.model_dump(),
-            "objectives": [o.model_dump() for o in s.objectives],
-            "constraints": [c.describe() for c in s.constraints],
-            "parameters": {k: p.model_dump(exclude_none=True) for k, p in s.parameters.items()},
-            "configurations": s.n_configs(),
-            "seeds_per_config": s.budget.seeds_per_config,
-            "trials": s.n_trials(),
-            "concurrency": s.concurrency,
-            "resources_per_trial": s.resources.model_dump(),
-            "base_run_config": cfg.to_dict(),
-            "tracking": self.tracking.to_dict() if self.tracking else None,
-        }
-
-
-def preflight(plan: SweepPlan, num_cpus: int | None = None) -> None:
-    """Everything that can be checked before the experiment directory is touched."""
-    check_writable(plan.exp_dir)
-    check_storage(plan.storage)
-    check_data(plan.space)
-    if plan.check_resources and not plan.address:
-        check_resources(plan.space, local_nodes(num_cpus), local_where(num_cpus),
-                        (plan.origin or {}).get("sets", ()))
-
-
-def plan_sweep(
-    space: SearchSpace,
-    out: Path | None,
-    *,
-    storage: str | None = None,
-    address: str | None = None,
-    resume: bool = False,
-    tracking_uri: str | None = None,
-    artifact_store: str | None = None,
-    track: bool = True,
-) -> SweepPlan:
-    from tti_ray.tracking import resolve_tracking
-
-    exp_dir = (out or Path("experiments") / space.name).absolute()
-    store = storage or str(exp_dir)
-    if not is_uri(store):
-        store = str(Path(store).absolute())
-    study_url = space.study_storage or f"sqlite:///{exp_dir / 'optuna.db'}"
-    threads = max(1, int(space.resources.cpus_per_worker))
-    return SweepPlan(
-        space, exp_dir, store, study_url, address, resume,
-        runs_dir=None if is_uri(store) else exp_dir / "runs", threads=threads,
-        tracking=resolve_tracking(exp_dir=exp_dir, experiment_name=space.name,
-                                  tracking_uri=tracking_uri, artifact_store=artifact_store,
-                                  enabled=track, resume=resume),
-    )
-
-
-def write_outputs(space: SearchSpace, exp_dir: Path, df: pd.DataFrame) -> dict[str, Any]:
-    """pareto.csv/json, hypervolume.json, front.png from the trials table."""
-    from tti_ray.analysis.plots import plot_front
-    from tti_ray.analysis.tables import hypervolume_report, pareto_json, pareto_table
-
-    objs = [(o.metric, o.mode) for o in space.objectives]
-    spec = ",".join(f"{m}:{d}" for m, d in objs)
-    if df.empty or not all(m in df.columns for m, _ in objs):
-        return {}
-    params = list(space.parameters)
-    table = pareto_table(df, spec, params=params)
-    hv = hypervolume_report(df, spec)
-    hv["constraints"] = [c.describe() for c in space.constraints]
-    atomic_write_text(exp_dir / "pareto.csv", table.to_csv(index=False))
-    pj = pareto_json(table, spec, hv["reference_point"], hv["hypervolume"])
-    pj["constraints"] = hv["constraints"]
-    atomic_write_text(exp_dir / "pareto.json", json.dumps(pj, indent=1, allow_nan=False))
-    atomic_write_text(exp_dir / "hypervolume.json", json.dumps(hv, indent=1, allow_nan=False))
-    from tti_ray.analysis.tables import main_effects, summary_vs_baseline
-    from tti_ray.sweep.space import config_id
-
-    metrics = [m for m in [*space.metrics, *space.report_metrics] if m in df.columns]
-    base_id = config_id(space.baseline) if space.baseline is not None else None
-    # the baseline configuration may not have started yet while the sweep is live
-    if base_id is not None and space.budget.seeds_per_config > 1 and (
-            base_id in set(df["config_id"].astype(str))):
-        summary = summary_vs_baseline(df, metrics, base_id, params=params)
-        atomic_write_text(exp_dir / "summary.csv", summary.to_csv(index=False))
-    effects = None
-    if space.searcher.type == "grid" and space.configurations is None and params:
-        # reference level: the baseline's value, else the first value the file lists (not the
-        # first trial to finish, which varies from run to run)
-        ref = {q: space.parameters[q].values[0] for q in params if space.parameters[q].values}
-        effects = main_effects(df, metrics, params, reference={**ref, **(space.baseline or {})})
-        if not effects.empty:
-            atomic_write_text(exp_dir / "effects.csv", effects.to_csv(index=False))
-    if space.run_config({}).workload == "toy_superposition" and len(params) == 2:
-        _phase_diagram(df, params, exp_dir / "phase_diagram.png", space.name)
-    try:
-        plot_front(df, spec, exp_dir / "front.png", title=f"{space.name}: Pareto front")
-    except Exception as e:  # noqa: BLE001 - a plot must never kill a sweep
-        print(f"[tti_ray.sweep] front plot failed: {e}", file=sys.stderr)
-    return {"pareto": table, "hypervolume": hv, "effects": effects}
-
-
-def _phase_diagram(df: pd.DataFrame, params: list[str], out: Path, name: str) -> None:
-    from tti_ray.toy.superposition import phase_diagram
-
-    done = df[(df["status"] == "finished") & df["toy/phase"].notna()] if "toy/phase" in df else []
-    if len(done):
-        x, y = (p.removeprefix("toy.") for p in params)
-        records = [{x: r[params[0]], y: r[params[1]], "toy/phase": r["toy/phase"]}
-                   for _, r in done.iterrows()]
-        phase_diagram(records, out, x=x, y=y, title=f"{name}: phase of the last feature")
-
-
-class _Progress:
-    """One line per ended trial: the live view of a sweep that runs for hours."""
-
-    def __init__(self, space: SearchSpace) -> None:
-        self.space = space
-
-    def __call__(self, df: pd.DataFrame) -> None:
-        done = df[df["status"].isin(["finished", "diverged", "early_stopped", "failed"])]
-        last = done.sort_values("completed_at").iloc[-1] if len(done) else None
-        if last is None:
-            return
-        vals = "  ".join(
-            f"{m}={last.get(m):.4g}" if isinstance(last.get(m), float) else f"{m}=–"
-            for m in self.space.metrics
-        )
-        if self.space.constraints and last["status"] == "finished":
-            feas = last.get("feasible")
-            vals += "  " + {True: "feasible", False: "INFEASIBLE"}.get(feas, "feasible: pending")
-        counts = df["status"].value_counts().to_dict()
-        summary = " ".join(f"{k}:{v}" for k, v in sorted(counts.items()))
-        print(
-            f"[tti_ray.sweep] {len(done)}/{self.space.n_trials()} ended | {last['trial_id']} "
-            f"{last['status']} {vals} | {summary}",
-            flush=True,
-        )
-
-
-def _log_to_child_run(tracker: Any, trial_id: str, metrics: dict[str, float]) -> None:
-    """Add metrics computed after a trial ended (SAE evaluation) to its MLflow child run."""
-    import time as _time
-
-    try:
-        runs = tracker.client.client.search_runs(
-            [tracker.experiment_id],
-            filter_string=f"tags.`mlflow.parentRunId` = '{tracker.parent_run_id}' and "
-                          f"tags.`tti_ray.trial_id` = '{trial_id}'",
-            max_results=1,
-        )
-    except Exception as e:  # noqa: BLE001 - the trial table keeps the numbers regardless
-        print(f"[tti_ray.sweep] MLflow: could not find the run of {trial_id} ({e})",
-              file=sys.stderr)
-        return
-    if runs:
-        ts = int(_time.time() * 1000)
-        tracker.client.log_batch(runs[0].info.run_id,
-                                 metrics=[[k, v, ts, 0] for k, v in metrics.items()])
+from tti_ray.sweep.table import TrialTable
+from tti_ray.sweep.trainable import run_trial
+from tti_ray.tracking import start_sweep_tracking
+from tti_ray.trials import TrialStatus
 
 
 def _trial_name(trial: Any) -> str:
@@ -259,8 +75,6 @@ def run_sweep(plan: SweepPlan, num_cpus: int | None = None) -> dict[str, Any]:
 
 def _start(plan: SweepPlan, num_cpus: int | None, irq: Interrupts) -> Any:
     """Under the lock: what the directory holds, Ray, the cluster's resources, tracking."""
-    from tti_ray.tracking import start_sweep_tracking
-
     space, exp_dir = plan.space, plan.exp_dir
     if plan.resume:
         check_restorable(f"{plan.storage}/{TUNE_NAME}", exp_dir, space)
@@ -270,8 +84,6 @@ def _start(plan: SweepPlan, num_cpus: int | None, irq: Interrupts) -> Any:
             "another --out"
         )
     if not plan.resume:  # under the lock: a live sweep into this --out is named first
-        from tti_ray.sweep.searcher import check_new_study
-
         check_new_study(plan.study_url, space.name)
     tracker = start_sweep_tracking(plan.tracking, exp_dir, space, plan.resume)  # preflight
     try:
@@ -293,14 +105,6 @@ def _start(plan: SweepPlan, num_cpus: int | None, irq: Interrupts) -> Any:
 
 
 def _run(plan: SweepPlan, tracker: Any, irq: Interrupts) -> dict[str, Any]:
-    from ray import tune
-
-    from tti_ray.sweep.scheduler import MOASHAScheduler
-    from tti_ray.sweep.searcher import make_searcher
-    from tti_ray.sweep.table import TrialTable
-    from tti_ray.sweep.trainable import run_trial
-    from tti_ray.tracking import update_sweep_tracking
-
     space, exp_dir, resuming = plan.space, plan.exp_dir, plan.resume
     base_cfg = space.run_config({})
     base_seed = base_cfg.train.seed
@@ -316,17 +120,14 @@ def _run(plan: SweepPlan, tracker: Any, irq: Interrupts) -> dict[str, Any]:
         )
         stopped = scheduler.stopped
     table = TrialTable(space, exp_dir, base_seed, stopped=stopped,
-                       on_update=lambda df: (write_outputs(space, exp_dir, df), _Progress(space)(df),
-                                             update_sweep_tracking(exp_dir, df)))
+                       on_update=on_table_update(space, exp_dir))
 
     sae_trigger = None
     if space.sae_eval is not None and space.sae_eval.enabled and not space.sae_inline:
-        from tti_ray.sweep.sae_trigger import SAETrigger
-
         def _sae_done(trial_id: str, metrics: dict[str, float]) -> None:
             table.set_metrics(trial_id, metrics)
             if tracker is not None:
-                _log_to_child_run(tracker, trial_id, metrics)
+                tracker.log_trial_metrics(trial_id, metrics)
 
         sae_trigger = SAETrigger(space.sae_eval.config, space.sae_eval.cpus,
                                  space.sae_eval.gpus, exp_dir, plan.runs_dir, _sae_done)
@@ -409,12 +210,10 @@ def _run(plan: SweepPlan, tracker: Any, irq: Interrupts) -> dict[str, Any]:
     df = table.frame()
     out = write_outputs(space, exp_dir, df)
     if out.get("hypervolume"):
-        from tti_ray.sweep.searcher import set_study_reference
-
         set_study_reference(plan.study_url, space.name, out["hypervolume"])
     if tracker:
         tracker.finish(df, status="KILLED" if irq.signum else "FINISHED")
     irq.raise_if_interrupted()
-    n_finished = int((df["status"] == "finished").sum()) if len(df) else 0
+    n_finished = int((df["status"] == TrialStatus.FINISHED).sum()) if len(df) else 0
     return {"trials": df, "parameters": list(space.parameters), "objectives": space.metrics,
             "n_finished": n_finished, **out}

@@ -23,6 +23,8 @@ from typing import Any
 import ray
 from ray.tune import Callback
 
+from tti_ray.trials import TrialStatus
+
 MAX_TRIES = 2
 
 
@@ -75,7 +77,7 @@ class SAETrigger(Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         last = trial.last_result or {}
-        if last.get("status") == "finished" and trial.checkpoint is not None:
+        if last.get("status") == TrialStatus.FINISHED and trial.checkpoint is not None:
             if any(k.startswith("sae/") for k in last):
                 return  # evaluated inside the trial (an sae/ objective)
             self.launch(trial.trial_id, trial.checkpoint)
@@ -115,7 +117,7 @@ class SAETrigger(Callback):
         """After ``--resume``: evaluate finished trials that have no ``sae/`` metrics yet."""
         for tid, row in rows.items():
             has = any(k.startswith("sae/") for k in row.get("metrics", {}))
-            if row.get("status") == "finished" and not has and row.get("checkpoint"):
+            if row.get("status") == TrialStatus.FINISHED and not has and row.get("checkpoint"):
                 from ray.train import Checkpoint
 
                 self.launch(tid, Checkpoint(row["checkpoint"]))

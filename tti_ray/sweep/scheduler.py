@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
-from tti_ray.analysis.pareto import select_top
+from tti_ray.fronts.dominance import select_top
 from tti_ray.io import atomic_write_text
 
 

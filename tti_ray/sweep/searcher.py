@@ -25,13 +25,20 @@ from typing import Any
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
+from tti_ray.cli import UsageError
 from tti_ray.sweep.constraints import constraint_values
+from tti_ray.sweep.samplers import make_sampler
 from tti_ray.sweep.space import SearchSpace, config_id
+from tti_ray.trials import TrialStatus
 
 SEED_KEY = "__seed_index__"
 SEEDS_KEY = "__seed_results__"  # a seed group's per-seed metrics, for its constraints
 OPTUNA_KEY = "__optuna_trial__"  # the Optuna trial number, added to each suggested config
 ATTR = "tti_ray."  # prefix of the user attributes that link Optuna trials to the sweep
+# What StatusAwareOptunaSearch reads of Ray's OptunaSearch (private in Ray 2.5x-2.6x, which has no
+# public way to tell Optuna a PRUNED or FAIL trial): Tune trial id -> optuna.Trial, the study,
+# the Tune trials already told, the search space. Checked when the searcher is built.
+OPTUNA_STATE = ("_ot_trials", "_ot_study", "_completed_trials", "_space")
 
 
 class StatusAwareOptunaSearch(OptunaSearch):
@@ -45,6 +52,12 @@ class StatusAwareOptunaSearch(OptunaSearch):
                  baseline: dict[str, Any] | None = None, runs_dir: str | None = None,
                  **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        missing = [a for a in OPTUNA_STATE if not hasattr(self, a)]
+        if missing:
+            raise RuntimeError(
+                f"ray.tune's OptunaSearch no longer has {missing}: StatusAwareOptunaSearch must "
+                "be adapted to this Ray version"
+            )
         self._runs_dir = runs_dir
         self._constraints = list(constraints or [])
         self._baseline_point = baseline if any(c.relative for c in self._constraints) else None
@@ -89,7 +102,7 @@ class StatusAwareOptunaSearch(OptunaSearch):
             if not self._is_baseline(trial_id):
                 self._held.append((trial_id, result, error))
                 return
-            ok = not error and (result or {}).get("status") == "finished"
+            ok = not error and (result or {}).get("status") == TrialStatus.FINISHED
             self._baseline_values = dict(result or {}) if ok else {}
             self._tell(trial_id, result, error)
             held, self._held = self._held, []
@@ -99,6 +112,8 @@ class StatusAwareOptunaSearch(OptunaSearch):
         self._tell(trial_id, result, error)
 
     def _tell(self, trial_id: str, result: dict[str, Any] | None, error: bool) -> None:
+        from optuna.exceptions import UpdateFinishedTrialError
+        from optuna.samplers import GridSampler
         from optuna.trial import TrialState
 
         ot_trial = self._ot_trials[trial_id]
@@ -106,13 +121,14 @@ class StatusAwareOptunaSearch(OptunaSearch):
         values = [(result or {}).get(m) for m in self.metric]
         ok = (
             not error
-            and status == "finished"
+            and status == TrialStatus.FINISHED
             and all(isinstance(v, (int, float)) and math.isfinite(v) for v in values)
         )
         seeds = (result or {}).get(SEEDS_KEY) or [result or {}]
-        label = "early_stopped" if status == "running" else status
+        label = TrialStatus.EARLY_STOPPED.value if status == TrialStatus.RUNNING else status
         try:
-            ot_trial.set_user_attr(f"{ATTR}status", "failed" if error or not label else label)
+            ot_trial.set_user_attr(f"{ATTR}status",
+                                  TrialStatus.FAILED.value if error or not label else label)
             mlflow_ids = [r.get("mlflow_run_id") for r in seeds if r.get("mlflow_run_id")]
             if mlflow_ids:
                 ot_trial.set_user_attr(f"{ATTR}mlflow_run_ids", mlflow_ids)
@@ -125,33 +141,18 @@ class StatusAwareOptunaSearch(OptunaSearch):
                     ot_trial.set_constraint(c.describe(), v)
             if ok:
                 self._ot_study.tell(ot_trial, [float(v) for v in values])
-            elif status == "running" and not error:
+            elif status == TrialStatus.RUNNING and not error:
                 self._ot_study.tell(ot_trial, state=TrialState.PRUNED)
             else:
                 self._ot_study.tell(ot_trial, state=TrialState.FAIL)
-        except (ValueError, RuntimeError):
-            pass  # already told (e.g. a trial re-run after a driver restart)
+        except UpdateFinishedTrialError:
+            pass  # already told (a trial re-run after a driver restart): its first update refuses
+        except RuntimeError:
+            # Optuna's GridSampler calls Study.stop() once the grid is covered, which refuses
+            # outside study.optimize; the trial is stored by then (Optuna writes it in a finally)
+            if not isinstance(self._ot_study.sampler, GridSampler):
+                raise
         self._completed_trials.add(trial_id)
-
-
-def _sampler(space: SearchSpace) -> Any:
-    import optuna.samplers as s
-
-    seed = space.searcher.seed
-    kind = space.searcher.type
-    n = space.n_configs()
-    startup = space.searcher.n_startup_trials or max(2, min(10, n // 3))
-    if kind == "tpe":
-        return s.TPESampler(
-            seed=seed, constant_liar=True, multivariate=True, n_startup_trials=startup
-        )
-    if kind == "nsga2":
-        return s.NSGAIISampler(seed=seed, population_size=max(4, min(50, n // 3)))
-    if kind == "gp":
-        return s.GPSampler(seed=seed, n_startup_trials=startup)
-    if kind == "random" or space.configurations is not None:
-        return s.RandomSampler(seed=seed)  # explicit configurations are enqueued, not sampled
-    return s.GridSampler({k: p.values for k, p in space.parameters.items()}, seed=seed)
 
 
 def check_new_study(storage_url: str, name: str) -> None:
@@ -160,8 +161,6 @@ def check_new_study(storage_url: str, name: str) -> None:
     :class:`~tti_ray.cli.UsageError` if ``storage_url`` already holds a study called ``name``.
     A SQLite file that does not exist yet holds nothing (and is not created here)."""
     import optuna
-
-    from tti_ray.cli import UsageError
 
     if storage_url.startswith("sqlite:///"):
         path = storage_url.removeprefix("sqlite:///")
@@ -226,7 +225,7 @@ def make_searcher(space: SearchSpace, storage_url: str, *, exp_dir: str | None =
         space={k: p.optuna_distribution() for k, p in space.parameters.items()},
         metric=space.metrics,
         mode=space.modes,
-        sampler=_sampler(space),
+        sampler=make_sampler(space),
         study_name=space.name,
         storage=RDBStorage(storage_url),
         points_to_evaluate=space.first_points,
@@ -289,8 +288,8 @@ class SeedGroups(Searcher):
         if len(group["results"]) < self.n_seeds:
             return
         outcomes = list(group["results"].values())
-        if all(r.get("status") == "finished" and not e for r, e in outcomes):
-            agg: dict[str, Any] = {"status": "finished"}
+        if all(r.get("status") == TrialStatus.FINISHED and not e for r, e in outcomes):
+            agg: dict[str, Any] = {"status": TrialStatus.FINISHED.value}
             for m in self.metrics:
                 vals = [float(r[m]) for r, _ in outcomes if m in r]
                 agg[m] = sum(vals) / len(vals) if len(vals) == self.n_seeds else None
@@ -298,9 +297,11 @@ class SeedGroups(Searcher):
                               for r, _ in outcomes]
             self.searcher.on_trial_complete(primary, agg, error=False)
         else:
-            pruned = all(r.get("status") in ("running", "finished") and not e for r, e in outcomes)
+            pruned = all(r.get("status") in (TrialStatus.RUNNING, TrialStatus.FINISHED) and not e
+                         for r, e in outcomes)
             self.searcher.on_trial_complete(
-                primary, {"status": "running" if pruned else "failed"}, error=not pruned
+                primary, {"status": (TrialStatus.RUNNING if pruned else TrialStatus.FAILED).value},
+                error=not pruned
             )
 
     # Tune checkpoints a wrapping searcher (one with ``.searcher``) through get_state/set_state and

@@ -33,9 +33,7 @@ config with the parameter's extreme values, so a typo or an out-of-range bound i
 from __future__ import annotations
 
 import copy
-import hashlib
 import itertools
-import json
 import math
 import re
 from pathlib import Path
@@ -44,6 +42,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from tti_ray.config import ConfigError, RunConfig, load_config
+from tti_ray.config.base import KeyPathError, Section
 from tti_ray.config.load import (
     _rebase_on_preset,
     apply_override,
@@ -53,10 +52,9 @@ from tti_ray.config.load import (
     resolve_raw,
     validate,
 )
-from tti_ray.config.schema import Section
-from tti_ray.interventions.registry import KeyPathError
 from tti_ray.sweep.constraints import CONSTRAINED_SEARCHERS, Constraint
 from tti_ray.sweep.plan_checks import blame_set, check_plan
+from tti_ray.trials import config_id  # noqa: F401 - re-exported
 
 Distribution = Literal["loguniform", "uniform", "int", "logint", "choice"]
 MAX_VALUES = 10_000  # a choice list, an explicit configuration list
@@ -348,12 +346,6 @@ class SearchSpace(Section):
         if seed is not None:
             overrides["train.seed"] = seed
         return load_config(raw=self.base, overrides=overrides)
-
-
-def config_id(params: dict[str, Any]) -> str:
-    """Stable id of a configuration (its searched values), shared by its seeds."""
-    blob = json.dumps({k: params[k] for k in sorted(params)}, sort_keys=True, default=str)
-    return hashlib.sha1(blob.encode()).hexdigest()[:10]
 
 
 def load_search_space(

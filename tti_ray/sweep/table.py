@@ -28,8 +28,8 @@ from tti_ray.io import atomic_write_text
 from tti_ray.sweep.constraints import feasible_column
 from tti_ray.sweep.searcher import OPTUNA_KEY, SEED_KEY
 from tti_ray.sweep.space import SearchSpace, config_id
+from tti_ray.trials import STATUSES, TrialStatus  # noqa: F401 - STATUSES re-exported
 
-STATUSES = ("finished", "diverged", "early_stopped", "failed", "running", "pending")
 FIXED = ["trial_id", "config_id", "status", "seed"]
 TAIL = ["steps", "completed_at", "node_id", "checkpoint", "optuna_trial"]
 
@@ -67,7 +67,7 @@ class TrialTable(Callback):
             row = {
                 "trial_id": trial.trial_id,
                 "config_id": config_id(params),
-                "status": "pending",
+                "status": TrialStatus.PENDING.value,
                 "seed": self.base_seed + int(trial.config.get(SEED_KEY, 0)),
                 **params,
                 "metrics": {},
@@ -85,7 +85,7 @@ class TrialTable(Callback):
         # a trial the previous driver created but Tune never saved (driver killed in between)
         # will not come back under that id: it must not linger as pending/running
         stale = [k for k, r in self.rows.items()
-                 if r["status"] in ("pending", "running") and k not in known]
+                 if r["status"] in (TrialStatus.PENDING, TrialStatus.RUNNING) and k not in known]
         for k in stale:
             del self.rows[k]
         changed = bool(stale)
@@ -98,8 +98,8 @@ class TrialTable(Callback):
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         row = self._row(trial)
-        if row["status"] in ("pending", "failed", "running"):
-            row["status"] = "running"
+        if row["status"] in (TrialStatus.PENDING, TrialStatus.FAILED, TrialStatus.RUNNING):
+            row["status"] = TrialStatus.RUNNING.value
         self.save()
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
@@ -108,8 +108,8 @@ class TrialTable(Callback):
         row["metrics"].update(_metric_keys(result))
         row["steps"] = int(result.get("step", row["steps"]) or 0)
         row["node_id"] = result.get("node_id") or row["node_id"]
-        if result.get("status") == "diverged":
-            row["status"] = "diverged"
+        if result.get("status") == TrialStatus.DIVERGED:
+            row["status"] = TrialStatus.DIVERGED.value
         ckpt = getattr(trial, "checkpoint", None)
         if ckpt is not None:
             row["checkpoint"] = checkpoint_uri(ckpt)
@@ -120,11 +120,12 @@ class TrialTable(Callback):
         last = trial.last_result or {}
         status = last.get("status")
         if self.stopped is not None and trial.trial_id in self.stopped:
-            row["status"] = "early_stopped"
-        elif status in ("finished", "diverged"):
+            row["status"] = TrialStatus.EARLY_STOPPED.value
+        elif status in (TrialStatus.FINISHED, TrialStatus.DIVERGED):
             row["status"] = status
         else:
-            row["status"] = "early_stopped" if status == "running" else "failed"
+            row["status"] = (TrialStatus.EARLY_STOPPED if status == TrialStatus.RUNNING
+                             else TrialStatus.FAILED).value
         ckpt = getattr(trial, "checkpoint", None)
         if ckpt is not None:
             row["checkpoint"] = checkpoint_uri(ckpt)
@@ -135,7 +136,7 @@ class TrialTable(Callback):
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         row = self._row(trial)
-        row["status"] = "failed"
+        row["status"] = TrialStatus.FAILED.value
         row["completed_at"] = 1 + sum(
             1 for r in self.rows.values() if r["completed_at"] is not None
         )

@@ -20,16 +20,20 @@ from typing import Any
 
 import ray.tune as tune
 
+from tti_ray.config import load_config
 from tti_ray.io import atomic_write_text
+from tti_ray.sweep.sae_trigger import evaluate_trial_checkpoint
 from tti_ray.sweep.searcher import SEED_KEY
+from tti_ray.tracking import attach_worker, track_trial
+from tti_ray.tracking.client import LOCAL_PREFIX
+from tti_ray.train import DistInfo, train_run
+from tti_ray.trials import TrialStatus, config_id
 
 CHECKPOINT_KEY = "checkpoint_path"  # what TuneReportCallback adds for Train checkpoints
 
 
 def trial_run_config(config: dict[str, Any]) -> Any:
     """The RunConfig of this trial: base + searched values + seed."""
-    from tti_ray.config import load_config
-
     meta = config["__tti__"]
     params = {k: config[k] for k in meta["parameters"] if k in config}
     seed = meta["base_seed"] + int(config.get(SEED_KEY, 0))
@@ -86,9 +90,6 @@ def _final_if_done(cfg: Any, out_dir: Path) -> dict[str, Any] | None:
 
 def run_trial(config: dict[str, Any]) -> None:
     """Tune function trainable."""
-    from tti_ray.sweep.space import config_id
-    from tti_ray.tracking import track_trial
-    from tti_ray.train import train_run
 
     meta = config["__tti__"]
     cfg = trial_run_config(config)
@@ -112,7 +113,7 @@ def run_trial(config: dict[str, Any]) -> None:
             _log_start(out_dir, "resume" if resume else "train")
             reporter = run.wrap(TuneReporter({"mlflow_run_id": _mlflow_id(run)}))
             final = train_run(cfg, reporter, out_dir, resume=resume)
-            if meta.get("sae_inline") and final.get("status") == "finished":
+            if meta.get("sae_inline") and final.get("status") == TrialStatus.FINISHED:
                 _evaluate_inline(meta["sae_inline"], out_dir, final, reporter)
             return
         _log_start(out_dir, "train-ddp")
@@ -121,7 +122,6 @@ def run_trial(config: dict[str, Any]) -> None:
 
 def _mlflow_id(run: Any) -> str | None:
     """The trial's MLflow run id, unless tracking is off or the run exists only in the spool."""
-    from tti_ray.tracking.client import LOCAL_PREFIX
 
     rid = getattr(run, "run_id", None)
     return rid if isinstance(rid, str) and not rid.startswith(LOCAL_PREFIX) else None
@@ -131,7 +131,6 @@ def _evaluate_inline(sae_cfg: dict[str, Any], out_dir: Path, final: dict[str, An
                      reporter: Any) -> None:
     """SAE metrics are objectives: evaluate the final checkpoint before the trial ends, so the
     searcher is told them with the rest (a failure is retried once, then the trial fails)."""
-    from tti_ray.sweep.sae_trigger import evaluate_trial_checkpoint
 
     for attempt in (1, 2):
         try:
@@ -169,9 +168,6 @@ def _ddp_worker(loop_config: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
 
-    from tti_ray.config import load_config
-    from tti_ray.tracking import attach_worker
-    from tti_ray.train import DistInfo, train_run
 
     ctx = ray.train.get_context()
     rank = ctx.get_world_rank()

@@ -28,6 +28,7 @@ from torch import nn
 from tti_ray.toy import metrics as M
 from tti_ray.toy.config import AblationConfig
 from tti_ray.toy.superposition import EvalHook, ToyResult, single_thread
+from tti_ray.trials import TrialStatus
 
 GROUPS: tuple[tuple[int, ...], ...] = ((0, 1, 2), (3, 4), (5, 6, 7))
 N_FEATURES = 8
@@ -278,7 +279,8 @@ def _train_ablation(cfg: AblationConfig, seed: int, on_eval: EvalHook | None) ->
     tensors = {f"net.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
     tensors |= {f"sae.{k}": v.detach().contiguous() for k, v in sae.state_dict().items()}
     tensors |= {"sae.input_mean": mu, "sae.input_std": sd, "true_directions": true_dirs}
-    status = "diverged" if sae_diverged or not math.isfinite(metrics["toy/sae_mse"]) else "finished"
+    diverged = sae_diverged or not math.isfinite(metrics["toy/sae_mse"])
+    status = (TrialStatus.DIVERGED if diverged else TrialStatus.FINISHED).value
     return ToyResult(
         metrics=metrics, tensors=tensors, step=cfg.steps + cfg.sae_steps, status=status
     )
@@ -287,5 +289,6 @@ def _train_ablation(cfg: AblationConfig, seed: int, on_eval: EvalHook | None) ->
 def _diverged(model: nn.Module, step: int) -> ToyResult:
     tensors = {f"net.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
     return ToyResult(
-        metrics={"toy/loss": float("nan")}, tensors=tensors, step=step, status="diverged"
+        metrics={"toy/loss": float("nan")}, tensors=tensors, step=step,
+        status=TrialStatus.DIVERGED.value
     )

@@ -1,8 +1,8 @@
 """Toy-workload configs: one strict pydantic model per workload, selected by ``kind``.
 
-``RunConfig.toy`` is validated by :func:`parse_toy_config` (a ``mode="before"`` field validator), so
-every problem surfaces as a :class:`~tti_ray.interventions.registry.KeyPathError` whose path starts
-with ``toy.`` (``toy.feature_prob: Input should be less than or equal to 1``). The run's
+Both register into :data:`tti_ray.config.schema.TOY_WORKLOADS` by ``kind``. ``RunConfig.toy`` is
+validated by :func:`parse_toy_config` (a ``mode="before"`` field validator), so every problem
+surfaces as a :class:`~tti_ray.config.base.KeyPathError` whose path starts with ``toy.`` (``toy.feature_prob: Input should be less than or equal to 1``). The run's
 ``workload`` and the section's ``kind`` must agree (:func:`check_workload`).
 
 :data:`SEED001_CONFIGS` and :func:`full_factorial` list the ablation factor settings of seed 001
@@ -12,15 +12,17 @@ with ``toy.`` (``toy.feature_prob: Input should be less than or equal to 1``). T
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, TypeAdapter, ValidationError, model_validator
+from pydantic import Field, model_validator
 
-from tti_ray.config.schema import Section
-from tti_ray.interventions.registry import KeyPathError
-
-WORKLOAD_KIND: dict[str, str] = {"toy_superposition": "superposition", "toy_ablation": "ablation"}
+from tti_ray.config.base import KeyPathError, Section
+from tti_ray.config.schema import (  # noqa: F401 - the toy section's parsing, re-exported
+    TOY_WORKLOADS,
+    WORKLOAD_KIND,
+    check_workload,
+    parse_toy_config,
+)
 
 
 class SuperpositionConfig(Section):
@@ -113,69 +115,8 @@ class AblationConfig(Section):
 
 
 ToyConfig = Annotated[SuperpositionConfig | AblationConfig, Field(discriminator="kind")]
-TOY_CONFIGS: dict[str, type[SuperpositionConfig | AblationConfig]] = {
-    "superposition": SuperpositionConfig,
-    "ablation": AblationConfig,
-}
-_ADAPTER: TypeAdapter[SuperpositionConfig | AblationConfig] = TypeAdapter(ToyConfig)
-
-
-def parse_toy_config(
-    v: Any, *, workload: str | None = None
-) -> SuperpositionConfig | AblationConfig:
-    """Validate a ``toy:`` section (mapping or config instance) into its config model.
-
-    ``kind`` picks the model; when it is missing and ``workload`` is given (``toy_superposition``
-    / ``toy_ablation``) it is inferred from the workload. Errors are :class:`KeyPathError` with a
-    ``toy.<field>`` path."""
-    if isinstance(v, (SuperpositionConfig, AblationConfig)):
-        cfg = v
-    else:
-        if not isinstance(v, Mapping):
-            raise KeyPathError(
-                "toy", "must be a mapping of settings (kind: superposition | ablation)"
-            )
-        data = dict(v)
-        if "kind" not in data and workload in WORKLOAD_KIND:
-            data["kind"] = WORKLOAD_KIND[workload]
-        try:
-            cfg = _ADAPTER.validate_python(data)
-        except ValidationError as e:
-            raise _key_path_error(e) from None
-    if workload is not None:
-        check_workload(workload, cfg)
-    return cfg
-
-
-def _key_path_error(e: ValidationError) -> KeyPathError:
-    err = e.errors()[0]
-    if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
-        return KeyPathError("toy.kind", f"must be one of {', '.join(map(repr, TOY_CONFIGS))}")
-    loc = [str(p) for p in err["loc"]]
-    if loc and loc[0] in TOY_CONFIGS:  # the discriminated union prefixes the tag
-        loc = loc[1:]
-    msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-    return KeyPathError(".".join(["toy", *loc]), msg.removeprefix("Value error, "))
-
-
-def check_workload(workload: str, toy_cfg: SuperpositionConfig | AblationConfig | None) -> None:
-    """Raise :class:`KeyPathError` unless ``workload`` and the toy section agree.
-
-    ``lm`` takes no ``toy:`` section; a toy workload takes one of its own kind or none (then
-    :func:`resolve_toy` supplies the defaults)."""
-    if workload not in WORKLOAD_KIND:
-        if toy_cfg is not None:
-            raise KeyPathError(
-                "toy",
-                f"a toy section needs workload {' or '.join(WORKLOAD_KIND)} (got {workload!r})",
-            )
-        return
-    expected = WORKLOAD_KIND[workload]
-    if toy_cfg is not None and toy_cfg.kind != expected:
-        raise KeyPathError(
-            "toy.kind",
-            f"{toy_cfg.kind!r} does not match workload {workload!r} (needs {expected!r})",
-        )
+TOY_WORKLOADS.register("superposition", SuperpositionConfig)
+TOY_WORKLOADS.register("ablation", AblationConfig)
 
 
 def resolve_toy(
@@ -185,7 +126,7 @@ def resolve_toy(
     if workload not in WORKLOAD_KIND:
         raise KeyPathError("workload", f"{workload!r} is not a toy workload")
     check_workload(workload, toy_cfg)
-    return toy_cfg if toy_cfg is not None else TOY_CONFIGS[WORKLOAD_KIND[workload]]()
+    return toy_cfg if toy_cfg is not None else TOY_WORKLOADS[WORKLOAD_KIND[workload]]()
 
 
 # -- seed 001's factor grid ------------------------------------------------------------------

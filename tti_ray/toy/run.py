@@ -25,6 +25,7 @@ from tti_ray.toy.config import (
     resolve_toy,
 )
 from tti_ray.toy.superposition import train_superposition
+from tti_ray.trials import TrialStatus
 
 CHECKPOINT_DIR = "checkpoint"
 WEIGHTS_FILE = "model.safetensors"
@@ -51,7 +52,8 @@ def run_toy(cfg: Any, reporter: Reporter | None, out_dir: str | Path) -> dict[st
 
     def on_eval(metrics: dict[str, float], step: int) -> None:
         if reporter is not None:
-            reporter.report({**metrics, "step": step, "status": "running"}, step=step)
+            reporter.report({**metrics, "step": step, "status": TrialStatus.RUNNING.value},
+                            step=step)
 
     train = train_superposition if toy.kind == "superposition" else train_ablation
     result = train(toy, seed=seed, on_eval=on_eval)  # type: ignore[arg-type]

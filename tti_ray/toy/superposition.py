@@ -24,6 +24,7 @@ import torch
 
 from tti_ray.toy import metrics as M
 from tti_ray.toy.config import SuperpositionConfig
+from tti_ray.trials import TrialStatus
 
 GRID_FIELDS = ("feature_prob", "importance_decay", "l1_penalty")
 MAX_PER_FEATURE = 16  # per-feature metrics are reported for at most this many features
@@ -51,7 +52,7 @@ class ToyResult:
     metrics: dict[str, float]
     tensors: dict[str, torch.Tensor]
     step: int
-    status: str = "finished"
+    status: str = TrialStatus.FINISHED.value
 
 
 def sample_features(
@@ -210,7 +211,8 @@ def train_superposition(
         metrics=metrics,
         tensors={"W": t.w[k].contiguous(), "b": t.b[k].contiguous()},
         step=t.steps,
-        status="finished" if finite and not t.diverged else "diverged",
+        status=(TrialStatus.FINISHED if finite and not t.diverged
+                else TrialStatus.DIVERGED).value,
     )
 
 

@@ -12,6 +12,9 @@ import sys
 from pathlib import Path
 
 from tti_ray.cli import UsageError, fail_on_user_errors
+from tti_ray.tracking.client import replay_dir
+from tti_ray.tracking.config import STATE_FILE, load_state
+from tti_ray.tracking.serve import serve
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,8 +43,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _recorded_uri(root: Path) -> str | None:
-    from tti_ray.tracking.config import STATE_FILE, load_state
-
     for state_dir in [root, *sorted(p.parent for p in root.rglob(STATE_FILE))]:
         state = load_state(state_dir) or {}
         uri = state.get("tracking", {}).get("tracking_uri") or state.get("tracking_uri")
@@ -51,8 +52,6 @@ def _recorded_uri(root: Path) -> str | None:
 
 
 def replay(args: argparse.Namespace) -> int:
-    from tti_ray.tracking.client import replay_dir
-
     if not args.dir.is_dir():
         raise UsageError(f"{args.dir}: not a directory")
     uri = args.tracking_uri or _recorded_uri(args.dir)
@@ -70,8 +69,6 @@ def main(argv: list[str] | None = None) -> int:
         args.extra = args.extra[1:]
     with fail_on_user_errors("tti_ray.tracking"):
         if args.cmd == "serve":
-            from tti_ray.tracking.serve import serve
-
             return serve(args)
         return replay(args)
     return 1

@@ -27,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from tti_ray.cli import UsageError
 from tti_ray.tracking.client import LOCAL_PREFIX, ResilientClient, warn
 from tti_ray.tracking.config import (
     TrackingConfig,
@@ -37,11 +38,12 @@ from tti_ray.tracking.config import (
     save_state,
 )
 from tti_ray.tracking.redact import config_params, redact_mapping, redact_tree
+from tti_ray.trials import TERMINAL, TrialStatus  # noqa: F401 - TERMINAL re-exported
 
 ROLE, STATUS = "tti_ray.role", "tti_ray.status"
-RUN_STATUS = {"finished": "FINISHED", "diverged": "FAILED", "early_stopped": "KILLED",
-              "failed": "FAILED", "running": "RUNNING"}
-TERMINAL = ("finished", "diverged", "early_stopped", "failed")
+RUN_STATUS = {TrialStatus.FINISHED: "FINISHED", TrialStatus.DIVERGED: "FAILED",
+              TrialStatus.EARLY_STOPPED: "KILLED", TrialStatus.FAILED: "FAILED",
+              TrialStatus.RUNNING: "RUNNING"}
 DEFAULT_OBJECTIVES = ("val/perplexity", "val/polysemanticity/mean")
 TRIAL_FLUSH_S = 10.0
 RUN_FLUSH_S = 30.0
@@ -172,9 +174,9 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def _final_status(out_dir: Path, error: BaseException | None) -> str:
     if error is not None:
-        return "failed"
+        return TrialStatus.FAILED.value
     st = _read_json(out_dir / "metrics.json").get("status")
-    return st if st in ("finished", "diverged") else "failed"
+    return st if st in (TrialStatus.FINISHED, TrialStatus.DIVERGED) else TrialStatus.FAILED.value
 
 
 # -- sweep trials ---------------------------------------------------------------------------------
@@ -208,7 +210,8 @@ def track_trial(info: dict[str, Any] | None, cfg: Any, *, trial_id: str, config_
         run_id = _find_child(client, info, trial_id) or run_id
     tags = {
         ROLE: "trial", "mlflow.parentRunId": info["parent_run_id"],
-        "tti_ray.trial_id": trial_id, "tti_ray.config_id": config_id, STATUS: "running",
+        "tti_ray.trial_id": trial_id, "tti_ray.config_id": config_id,
+        STATUS: TrialStatus.RUNNING.value,
         "tti_ray.searched": ",".join(info.get("searched", [])),
         "tti_ray.objectives": ",".join(info.get("objectives", [])),
         "tti_ray.sweep": info.get("experiment_name", ""),
@@ -244,7 +247,6 @@ def track_run(tracking_uri: str | None, artifact_store: str | None, cfg: Any, ou
     experiment named after the config; ``--resume`` continues the same MLflow run."""
     if not tracking_uri:
         if artifact_store:
-            from tti_ray.cli import UsageError
 
             raise UsageError("--artifact-store needs --tracking-uri")
         yield NullRun()
@@ -268,7 +270,7 @@ def track_run(tracking_uri: str | None, artifact_store: str | None, cfg: Any, ou
     save_state(out_dir, {"tracking_uri": tc.tracking_uri, "run_id": run_id,
                          "experiment_id": experiment_id})
     run = RunTracker(client, run_id, out_dir)
-    run.log_start(cfg.to_dict(), {ROLE: "run", STATUS: "running",
+    run.log_start(cfg.to_dict(), {ROLE: "run", STATUS: TrialStatus.RUNNING.value,
                                   "tti_ray.run_dir": str(out_dir.resolve()),
                                   "mlflow.source.name": "tti_ray.train", **provenance_tags()})
     yield from _until_finished(run, out_dir, RUN_FLUSH_S)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import queue
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from tti_ray.tracking.config import (
 )
 from tti_ray.tracking.redact import flatten, param_value, redact_mapping, redact_text, redact_tree
 from tti_ray.tracking.runs import ROLE, RUN_STATUS, STATUS, TERMINAL, provenance_tags
+from tti_ray.trials import TrialStatus
 
 FEASIBLE = "tti_ray.feasible"  # "true" / "false": every constraint of the search space met
 OUTPUTS = ("trials.csv", "pareto.csv", "pareto.json", "hypervolume.json", "front.png")
@@ -64,7 +66,7 @@ class SweepTracker:
                 state.get("experiment_id") == experiment_id):
             parent = state.get("parent_run_id")
         searched, objectives = list(space.parameters), list(space.metrics)
-        tags = {ROLE: "sweep", STATUS: "running", "tti_ray.searched": ",".join(searched),
+        tags = {ROLE: "sweep", STATUS: TrialStatus.RUNNING.value, "tti_ray.searched": ",".join(searched),
                 "tti_ray.objectives": ",".join(f"{o.metric}:{o.mode}" for o in space.objectives),
                 "tti_ray.exp_dir": str(exp_dir), "mlflow.source.name": "tti_ray.sweep",
                 **provenance_tags()}
@@ -140,7 +142,7 @@ class SweepTracker:
             return
         self._n_logged = ended
         metrics = [["sweep/trials_ended", ended, _now_ms(), ended],
-                   ["sweep/trials_finished", int((df["status"] == "finished").sum()), _now_ms(),
+                   ["sweep/trials_finished", int((df["status"] == TrialStatus.FINISHED).sum()), _now_ms(),
                     ended]]
         try:
             hv = json.loads((self.exp_dir / "hypervolume.json").read_text()).get("hypervolume")
@@ -208,6 +210,24 @@ class SweepTracker:
             warn(f"tracking store {self.tc.tracking_uri} did not take every call; the local "
                  f"files in {self.exp_dir} are complete, and `python -m tti_ray.tracking replay "
                  f"{self.exp_dir}` uploads the rest when it is back")
+
+    def log_trial_metrics(self, trial_id: str, metrics: dict[str, float]) -> None:
+        """Add metrics computed after a trial ended (its SAE evaluation) to the trial's child
+        run; a run that cannot be found is a warning (the trial table keeps the numbers)."""
+        try:
+            runs = self.client.client.search_runs(
+                [self.experiment_id],
+                filter_string=f"tags.`mlflow.parentRunId` = '{self.parent_run_id}' and "
+                              f"tags.`tti_ray.trial_id` = '{trial_id}'",
+                max_results=1,
+            )
+        except Exception as e:  # noqa: BLE001 - the trial table keeps the numbers regardless
+            print(f"[tti_ray.sweep] MLflow: could not find the run of {trial_id} ({e})",
+                  file=sys.stderr)
+            return
+        if runs:
+            self.client.log_batch(runs[0].info.run_id,
+                                  metrics=[[k, v, _now_ms(), 0] for k, v in metrics.items()])
 
     def _kill_running_children(self) -> None:
         """An interrupted sweep: trials that were running end KILLED, not RUNNING forever."""

@@ -12,8 +12,13 @@ import shutil
 import sys
 from pathlib import Path
 
-from tti_ray.cli import OneLineParser, UsageError, die, fail_on_user_errors
+from tti_ray.cli import OneLineParser, UsageError, UserError, die, fail_on_user_errors
+from tti_ray.config import load_config
+from tti_ray.lock import LOCK_NAME, DirLock
+from tti_ray.tracking import track_run
 from tti_ray.tracking.config import add_tracking_args
+from tti_ray.train import TrainSetupError, train_run
+from tti_ray.trials import TrialStatus
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,18 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     with fail_on_user_errors("tti_ray.train", args.config):
-        from tti_ray.config import load_config
-
         cfg = load_config(args.config, args.sets, preset=args.preset)
         out = args.out or Path("runs") / cfg.name
         if out.exists() and not out.is_dir():
             raise UsageError(f"--out: {out} exists and is not a directory")
         if args.resume and not (out / "checkpoint" / "train_state.json").exists():
             die("tti_ray.train", f"--resume: no checkpoint in {out / 'checkpoint'}")
-        from tti_ray.lock import DirLock
-        from tti_ray.tracking import track_run
-        from tti_ray.train import train_run
-
         created = not out.exists()
         try:
             out.mkdir(parents=True, exist_ok=True)
@@ -57,8 +56,11 @@ def main(argv: list[str] | None = None) -> int:
                           f"({lock.stale})", file=sys.stderr)
                 with track_run(args.tracking_uri, args.artifact_store, cfg, out,
                                resume=args.resume) as run:
-                    final = train_run(cfg, run.wrap(None), out, resume=args.resume,
-                                      progress=not args.no_progress)
+                    try:
+                        final = train_run(cfg, run.wrap(None), out, resume=args.resume,
+                                          progress=not args.no_progress)
+                    except TrainSetupError as e:  # a user error that is not yet a UserError
+                        raise UserError(str(e)) from None
         except Exception:
             if created and _only_lock(out):  # bad input found before training: leave nothing
                 shutil.rmtree(out, ignore_errors=True)
@@ -68,12 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     poly = final.get("val/polysemanticity/mean")
     print(f"{cfg.name}: status={status} step={final.get('step')} val/perplexity={ppl:.3f} "
           f"val/polysemanticity/mean={poly if poly is None else round(poly, 4)} -> {out}")
-    return 0 if status == "finished" else 1
+    return 0 if status == TrialStatus.FINISHED else 1
 
 
 def _only_lock(out: Path) -> bool:
-    from tti_ray.lock import LOCK_NAME
-
     return all(p.name == LOCK_NAME for p in out.iterdir())
 
 

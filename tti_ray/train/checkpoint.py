@@ -38,6 +38,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from tti_ray.cli import UserError
 from tti_ray.config import RunConfig, load_config
 from tti_ray.data import TokenData, load_tokens
 from tti_ray.data.tokens import save_tokenizer
@@ -49,7 +50,7 @@ from tti_ray.train.hf_export import write_hf_extras
 REQUIRED = ("config.json", "model.safetensors", "run_config.yaml")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A checkpoint that cannot be used (one line, names the file)."""
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from analysis.pareto import main
 from analysis.sources import load_source
-from tests.analysis_cli.conftest import (
+from tests.analysis.conftest import (
     COEF,
     POLY,
     PPL,
@@ -19,7 +19,7 @@ from tests.analysis_cli.conftest import (
     run_cli,
     write_experiment,
 )
-from tti_ray.analysis import hypervolume, non_dominated_mask
+from tti_ray.fronts import hypervolume, non_dominated_mask
 
 FILES = ("pareto.csv", "pareto.json", "pareto.parquet", "hypervolume.json", "front.png")
 

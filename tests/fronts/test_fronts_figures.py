@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tti_ray.analysis.plots import plot_front, plot_hypervolume_history
+from tti_ray.fronts.figures import plot_front, plot_hypervolume_history
 
 PPL, POLY = "val/perplexity", "val/polysemanticity/mean"
 OBJ = f"{PPL}:min,{POLY}:min"

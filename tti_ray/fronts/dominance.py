@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tti_ray.cli import UserError
+
 MODES = ("min", "max")
 # Rows per block when comparing all pairs, so memory stays O(block * n * m) instead of O(n^2 m).
 _BLOCK = 512
@@ -39,11 +41,11 @@ class Objective:
 
     def __post_init__(self) -> None:
         if not isinstance(self.metric, str) or not self.metric.strip():
-            raise ValueError(f"objective metric must be a non-empty string, got {self.metric!r}")
+            raise UserError(f"objective metric must be a non-empty string, got {self.metric!r}")
         if self.metric != self.metric.strip():
-            raise ValueError(f"objective metric {self.metric!r} has surrounding whitespace")
+            raise UserError(f"objective metric {self.metric!r} has surrounding whitespace")
         if self.mode not in MODES:
-            raise ValueError(
+            raise UserError(
                 f"objective {self.metric!r}: mode must be 'min' or 'max', got {self.mode!r}"
             )
 
@@ -61,29 +63,29 @@ def parse_objectives(spec: str | Iterable[str | Objective]) -> list[Objective]:
     if isinstance(spec, str):
         items: list[str | Objective] = [s.strip() for s in spec.split(",")]
         if all(not s for s in items):
-            raise ValueError("no objectives given (expected e.g. 'val/perplexity:min')")
+            raise UserError("no objectives given (expected e.g. 'val/perplexity:min')")
     else:
         items = list(spec)
     if not items:
-        raise ValueError("no objectives given (expected e.g. 'val/perplexity:min')")
+        raise UserError("no objectives given (expected e.g. 'val/perplexity:min')")
     out: list[Objective] = []
     for item in items:
         if isinstance(item, Objective):
             out.append(item)
             continue
         if not isinstance(item, str):
-            raise ValueError(f"objective must be a 'metric:mode' string, got {item!r}")
+            raise UserError(f"objective must be a 'metric:mode' string, got {item!r}")
         item = item.strip()
         if not item:
-            raise ValueError(f"empty objective in {spec!r} (stray comma?)")
+            raise UserError(f"empty objective in {spec!r} (stray comma?)")
         metric, sep, mode = item.rpartition(":")
         if not sep or not metric.strip():
-            raise ValueError(f"objective {item!r} must be 'metric:min' or 'metric:max'")
+            raise UserError(f"objective {item!r} must be 'metric:min' or 'metric:max'")
         out.append(Objective(metric.strip(), mode.strip()))
     seen: set[str] = set()
     for o in out:
         if o.metric in seen:
-            raise ValueError(f"objective {o.metric!r} given twice")
+            raise UserError(f"objective {o.metric!r} given twice")
         seen.add(o.metric)
     return out
 
@@ -93,7 +95,7 @@ def modes_of(modes: Sequence[str | Objective]) -> list[str]:
     out = [m.mode if isinstance(m, Objective) else m for m in modes]
     for m in out:
         if m not in MODES:
-            raise ValueError(f"mode must be 'min' or 'max', got {m!r}")
+            raise UserError(f"mode must be 'min' or 'max', got {m!r}")
     return out
 
 

@@ -25,7 +25,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tti_ray.analysis.hypervolume import (
+from tti_ray.cli import UserError
+from tti_ray.fronts.dominance import Objective, front_ranks, parse_objectives
+from tti_ray.fronts.hypervolume import (
     DEFAULT_MARGIN,
     DEFAULT_RULE,
     describe_reference_rule,
@@ -33,8 +35,8 @@ from tti_ray.analysis.hypervolume import (
     hypervolume_history,
     reference_point,
 )
-from tti_ray.analysis.pareto import Objective, front_ranks, parse_objectives
-from tti_ray.analysis.stats import aggregate, holm, welch_t_test
+from tti_ray.fronts.stats import aggregate
+from tti_ray.trials import STATUSES, TERMINAL, TrialStatus
 
 TRIAL_ID, CONFIG_ID, STATUS, SEED, CHECKPOINT = (
     "trial_id",
@@ -45,9 +47,7 @@ TRIAL_ID, CONFIG_ID, STATUS, SEED, CHECKPOINT = (
 )
 METHOD = "method"
 FEASIBLE = "feasible"
-STATUSES = ("finished", "diverged", "early_stopped", "failed", "running", "pending")
-FINISHED = "finished"
-TERMINAL = ("finished", "diverged", "early_stopped", "failed")
+FINISHED = TrialStatus.FINISHED.value
 ORDER_COLUMNS = ("completed_at", "trial_index")  # first one present gives the completion order
 RESERVED = (TRIAL_ID, CONFIG_ID, STATUS, SEED, CHECKPOINT, METHOD, FEASIBLE, *ORDER_COLUMNS)
 
@@ -59,14 +59,14 @@ ELIGIBLE = ("finished trials with every objective finite and, where trials.csv h
 def _require(df: pd.DataFrame, cols: Iterable[str], what: str = "trials table") -> None:
     missing = [c for c in cols if c not in df.columns]
     if missing:
-        raise ValueError(f"{what} has no column(s) {missing}; columns are {list(df.columns)}")
+        raise UserError(f"{what} has no column(s) {missing}; columns are {list(df.columns)}")
 
 
 def _check_status(df: pd.DataFrame) -> None:
     _require(df, [STATUS])
     bad = sorted(set(df[STATUS].dropna().astype(str)) - set(STATUSES))
     if bad or df[STATUS].isna().any():
-        raise ValueError(
+        raise UserError(
             f"unknown trial status(es) {bad or ['<missing>']}; expected one of {STATUSES}"
         )
 
@@ -183,7 +183,7 @@ def pareto_table(
     finished seeds, and ``n_seeds`` says how many) and the non-dominated configurations by their
     seed means are returned, plus ``rank``. ``all_fronts=True`` returns every eligible row with
     its front index. Rows are sorted by rank, then by the first objective (best first).
-    Duplicated points are all kept (see :mod:`tti_ray.analysis.pareto`). Infeasible trials are
+    Duplicated points are all kept (see :mod:`tti_ray.fronts.dominance`). Infeasible trials are
     never on it (:func:`finished_trials`); with several seeds, neither is a configuration with
     an infeasible finished seed.
     """
@@ -233,7 +233,7 @@ def _ref_dict(objs: Sequence[Objective], ref: Sequence[float] | Mapping[str, flo
         return {o.metric: float(ref[o.metric]) for o in objs}
     vals = list(ref)
     if len(vals) != len(objs):
-        raise ValueError(f"reference point has {len(vals)} values for {len(objs)} objectives")
+        raise UserError(f"reference point has {len(vals)} values for {len(objs)} objectives")
     return {o.metric: float(x) for o, x in zip(objs, vals, strict=True)}
 
 
@@ -268,7 +268,7 @@ def hypervolume_report(
     """``hypervolume.json``: the hypervolume of the finished trials (trial level, one point per
     trial, also in multi-seed sweeps) and its history.
 
-    ``ref=None`` uses the default rule (:mod:`tti_ray.analysis.hypervolume`) over the finished
+    ``ref=None`` uses the default rule (:mod:`tti_ray.fronts.hypervolume`) over the finished
     trials; a given point is used as is. ``history`` has one entry per *terminal* trial
     (finished, diverged, early_stopped, failed) in completion order (``completed_at``, else
     ``trial_index``, else row order): ``n_completed`` counts all of them, so the curve shows the
@@ -313,162 +313,3 @@ def hypervolume_report(
             ],
         }
     )
-
-
-SUMMARY_COLUMNS = [
-    CONFIG_ID, "metric", "is_baseline", "n", "mean", "std", "ci95", "baseline_n", "baseline_mean",
-    "diff", "diff_pct", "t", "dof", "p_value", "p_holm", "cohens_d",
-]  # fmt: skip
-
-
-def summary_vs_baseline(
-    df: pd.DataFrame,
-    metrics: Sequence[str | Objective] | str,
-    baseline_config_id: Any,
-    *,
-    params: Sequence[str] | None = None,
-) -> pd.DataFrame:
-    """Each configuration vs the baseline configuration, per metric, over finished trials.
-
-    One row per (config, metric): seed ``n``, ``mean``, ``std``, ``ci95`` (half-width), the
-    baseline's ``n`` and mean, ``diff`` = mean - baseline mean, ``diff_pct`` = 100 * diff /
-    |baseline mean| (seed 001's "Δ%"; NaN for a zero baseline mean), Welch's ``t``, ``dof``,
-    two-sided ``p_value``, ``p_holm`` (Holm-adjusted over the configurations of that metric) and
-    pooled ``cohens_d`` (conventions in :mod:`tti_ray.analysis.stats`: NaN where a side has
-    fewer than two finite seeds), then the searched parameters. The baseline's own rows have
-    ``is_baseline`` True and NaN tests. ``config_id`` s are matched as strings.
-    """
-    if isinstance(metrics, str):
-        metrics = [metrics]
-    names = [m.metric if isinstance(m, Objective) else m for m in metrics]
-    if not names:
-        raise ValueError("no metrics given")
-    _check_status(df)
-    _require(df, [CONFIG_ID, *names])
-    params = searched_parameters(df) if params is None else list(params)
-    _require(df, params)
-    fin = df[df[STATUS].astype(str) == FINISHED]
-    key = fin[CONFIG_ID].astype(str)
-    base_key = str(baseline_config_id)
-    if base_key not in set(df[CONFIG_ID].astype(str)):
-        raise ValueError(
-            f"baseline config_id {baseline_config_id!r} not in the table "
-            f"(config_ids: {sorted(set(df[CONFIG_ID].astype(str)))})"
-        )
-    rows: list[dict[str, Any]] = []
-    for m in names:
-        vals = pd.to_numeric(fin[m], errors="coerce")
-        base = vals[key == base_key].to_numpy(np.float64)
-        b = aggregate(base)
-        first = len(rows)
-        for cid, g in fin.groupby(CONFIG_ID, sort=False):
-            x = vals.loc[g.index].to_numpy(np.float64)
-            a = aggregate(x)
-            is_base = str(cid) == base_key
-            w = welch_t_test(x, base)
-            row = {
-                CONFIG_ID: cid, "metric": m, "is_baseline": is_base, "n": a.n, "mean": a.mean,
-                "std": a.std, "ci95": a.ci_half, "baseline_n": b.n, "baseline_mean": b.mean,
-                "diff": w.diff, "t": w.statistic, "dof": w.dof, "p_value": w.pvalue,
-                "cohens_d": w.cohens_d,
-            }  # fmt: skip
-            row["diff_pct"] = _pct(w.diff, b.mean)
-            if is_base:
-                row.update(
-                    diff=0.0 if b.n else np.nan,
-                    diff_pct=0.0 if b.n else np.nan,
-                    t=np.nan,
-                    dof=np.nan,
-                    p_value=np.nan,
-                    cohens_d=np.nan,
-                )
-            row.update({c: g[c].iloc[0] for c in params})
-            rows.append(row)
-        adj = holm([r["p_value"] for r in rows[first:]])
-        for r, p in zip(rows[first:], adj, strict=True):
-            r["p_holm"] = p
-    return pd.DataFrame(rows, columns=[*SUMMARY_COLUMNS, *params])
-
-
-def _pct(diff: float, ref: float) -> float:
-    """100 * diff / |ref|; NaN when ``ref`` is 0 or not finite."""
-    if not math.isfinite(ref) or ref == 0:
-        return math.nan
-    return 100.0 * diff / abs(ref)
-
-
-EFFECT_COLUMNS = [
-    "parameter", "level", "reference_level", "metric", "n", "mean", "std", "reference_n",
-    "reference_mean", "diff", "diff_pct", "t", "dof", "p_value", "p_holm", "cohens_d",
-]  # fmt: skip
-
-
-def main_effects(
-    df: pd.DataFrame,
-    metrics: Sequence[str | Objective] | str,
-    params: Sequence[str],
-    reference: Mapping[str, Any] | None = None,
-) -> pd.DataFrame:
-    """Marginal (main) effect of each searched parameter in a factorial/grid sweep.
-
-    For parameter ``p`` with levels ``v_0 .. v_k`` (``v_0`` = ``reference[p]``, e.g. the baseline's
-    value, else the first level in table order; a sweep passes the baseline's value, else the
-    first value its file lists), each other level ``v`` gets one row per metric:
-    every finished trial with ``p == v`` (pooled over all other parameters and seeds) against
-    every finished trial with ``p == v_0``: ``n``/``mean``/``std`` of each side, ``diff``
-    = mean(v) - mean(v_0), ``diff_pct`` = 100 * diff / |mean(v_0)|, Welch's ``t``, ``dof``,
-    two-sided ``p_value``, pooled ``cohens_d``, and ``p_holm`` (Holm over all rows of that
-    metric). In a balanced full factorial this is the classical main-effect contrast; the other
-    factors stay in the variance, so the test is conservative next to an ANOVA. Parameters with a
-    single level give no rows. Levels are compared as they appear in the table (no rounding).
-    """
-    if isinstance(metrics, str):
-        metrics = [metrics]
-    names = [m.metric if isinstance(m, Objective) else m for m in metrics]
-    _check_status(df)
-    _require(df, [*names, *params])
-    fin = df[df[STATUS].astype(str) == FINISHED]
-    # per parameter: (reference level, its rows, [(other level, its rows)]), shared by all metrics
-    contrasts = []
-    for p in params:
-        levels = list(dict.fromkeys(fin[p].tolist()))
-        if len(levels) < 2:
-            continue
-        ref = reference[p] if reference is not None and p in reference else levels[0]
-        ref_mask = _level_mask(fin[p], ref)
-        if not ref_mask.any():
-            continue
-        others = [(v, m) for v in levels if not (m := _level_mask(fin[p], v)).equals(ref_mask)]
-        contrasts.append((p, ref, ref_mask, others))
-    rows: list[dict[str, Any]] = []
-    for m in names:
-        vals = pd.to_numeric(fin[m], errors="coerce")
-        first = len(rows)
-        for p, ref, ref_mask, others in contrasts:
-            base = vals[ref_mask].to_numpy(np.float64)
-            b = aggregate(base)
-            for v, mask in others:
-                x = vals[mask].to_numpy(np.float64)
-                a = aggregate(x)
-                w = welch_t_test(x, base)
-                rows.append({
-                    "parameter": p, "level": v, "reference_level": ref, "metric": m, "n": a.n,
-                    "mean": a.mean, "std": a.std, "reference_n": b.n, "reference_mean": b.mean,
-                    "diff": w.diff, "diff_pct": _pct(w.diff, b.mean), "t": w.statistic,
-                    "dof": w.dof, "p_value": w.pvalue, "cohens_d": w.cohens_d,
-                })  # fmt: skip
-        adj = holm([r["p_value"] for r in rows[first:]])
-        for r, q in zip(rows[first:], adj, strict=True):
-            r["p_holm"] = q
-    return pd.DataFrame(rows, columns=EFFECT_COLUMNS)
-
-
-def _level_mask(col: pd.Series, value: Any) -> pd.Series:
-    """Rows whose value equals ``value`` (numbers compared as floats, anything else as strings)."""
-    try:
-        return pd.to_numeric(col, errors="raise").astype(float) == float(value)
-    except (TypeError, ValueError):
-        return col.astype(str) == str(value)
-
-
-_jsonable = jsonable  # old private name

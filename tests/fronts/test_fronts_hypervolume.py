@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from tti_ray.analysis.hypervolume import (
+from tti_ray.fronts.hypervolume import (
     _hv2d,
     _hv3d,
     _hv_wfg,

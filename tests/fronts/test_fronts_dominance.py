@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from tti_ray.analysis.pareto import (
+from tti_ray.fronts.dominance import (
     Objective,
     _nd_mask_2d,
     _nd_mask_pairwise,

@@ -17,8 +17,9 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
 
-from tti_ray.analysis.pareto import Objective, non_dominated_mask, parse_objectives
-from tti_ray.analysis.tables import (
+from tti_ray.cli import UserError
+from tti_ray.fronts.dominance import Objective, non_dominated_mask, parse_objectives
+from tti_ray.fronts.tables import (
     METHOD,
     ObjectivesLike,
     _points,
@@ -65,12 +66,12 @@ def plot_front(
     """
     objs = parse_objectives(objectives)
     if len(objs) < 2:
-        raise ValueError("plot_front needs at least two objectives")
+        raise UserError("plot_front needs at least two objectives")
     fin = finished_trials(df, objs)
     ox, oy = objs[0], objs[1]
     color_by = color_by if color_by is not None else (METHOD if METHOD in df.columns else None)
     if color_by is not None and color_by not in df.columns:
-        raise ValueError(f"color_by column {color_by!r} not in the trials table")
+        raise UserError(f"color_by column {color_by!r} not in the trials table")
 
     fig = Figure(figsize=(6.4, 4.8))
     ax = fig.add_subplot()
@@ -145,7 +146,7 @@ def plot_hypervolume_history(
     """Hypervolume against completed trials, as a step curve.
 
     ``history``: a list of floats (one per trial), the ``history`` list of
-    :func:`~tti_ray.analysis.tables.hypervolume_report` (``{n_completed, hypervolume}``), or a
+    :func:`~tti_ray.fronts.tables.hypervolume_report` (``{n_completed, hypervolume}``), or a
     mapping label -> either of those to compare searchers on one axis. Returns the PNG path.
     """
     curves = dict(history) if isinstance(history, Mapping) else {"": history}

@@ -10,16 +10,15 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from tti_ray.analysis.tables import (
+from tti_ray.fronts.effects import main_effects, summary_vs_baseline
+from tti_ray.fronts.tables import (
     aggregate_by_config,
     finished_trials,
     hypervolume_report,
     is_multi_seed,
-    main_effects,
     pareto_json,
     pareto_table,
     searched_parameters,
-    summary_vs_baseline,
 )
 
 PPL, POLY = "val/perplexity", "val/polysemanticity/mean"

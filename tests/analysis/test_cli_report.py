@@ -13,7 +13,7 @@ from scipy import stats
 
 from analysis.report import build_report, choose_baseline, log_report, main
 from analysis.sources import load_source
-from tests.analysis_cli.conftest import COEF, POLY, PPL, multi_seed_trials, run_cli
+from tests.analysis.conftest import COEF, POLY, PPL, multi_seed_trials, run_cli
 
 
 def test_partial_sweep_report_says_what_is_missing(partial_exp, tmp_path):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from tti_ray.analysis.stats import aggregate, cohens_d, holm, welch_t_test
+from tti_ray.fronts.stats import aggregate, cohens_d, holm, welch_t_test
 
 
 def test_aggregate_matches_scipy_t_interval():

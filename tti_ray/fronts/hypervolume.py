@@ -29,7 +29,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from tti_ray.analysis.pareto import Objective, modes_of, non_dominated_mask, to_minimization
+from tti_ray.cli import UserError
+from tti_ray.fronts.dominance import Objective, modes_of, non_dominated_mask, to_minimization
 
 DEFAULT_RULE = "nadir+range"
 DEFAULT_MARGIN = 0.1
@@ -41,7 +42,7 @@ def describe_reference_rule(
     """One line stating how the reference point was chosen, for reports and JSON."""
     if isinstance(rule, str):
         if rule != DEFAULT_RULE:
-            raise ValueError(
+            raise UserError(
                 f"unknown reference rule {rule!r}; use {DEFAULT_RULE!r} or a fixed point"
             )
         return (
@@ -69,15 +70,15 @@ def reference_point(
     if not isinstance(rule, str):
         ref = np.asarray(rule, dtype=np.float64)
         if ref.shape != (len(m),) or not np.isfinite(ref).all():
-            raise ValueError(f"reference point must be {len(m)} finite numbers, got {list(rule)!r}")
+            raise UserError(f"reference point must be {len(m)} finite numbers, got {list(rule)!r}")
         return ref
     describe_reference_rule(rule, margin)  # validates the rule name
     if not (margin > 0 and np.isfinite(margin)):
-        raise ValueError(f"reference margin must be > 0, got {margin!r}")
+        raise UserError(f"reference margin must be > 0, got {margin!r}")
     p = to_minimization(points, m)
     p = p[np.isfinite(p).all(1)]
     if len(p) == 0:
-        raise ValueError("no finite points to derive a reference point from")
+        raise UserError("no finite points to derive a reference point from")
     worst, best = p.max(0), p.min(0)
     span = worst - best
     push = np.where(span > 0, margin * span, margin * np.maximum(np.abs(worst), 1.0))
@@ -146,7 +147,7 @@ def _prepare(points: np.ndarray | Sequence, modes: Sequence[str | Objective], re
     p = to_minimization(points, m)
     r = to_minimization(np.asarray(ref, dtype=np.float64).reshape(1, -1), m)[0]
     if not np.isfinite(r).all():
-        raise ValueError(f"reference point must be finite, got {list(ref)!r}")
+        raise UserError(f"reference point must be finite, got {list(ref)!r}")
     keep = np.isfinite(p).all(1) & (p < r).all(1)
     return p[keep], r
 

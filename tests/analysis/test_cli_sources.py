@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from analysis.sources import SourceError, load_source, parse_mlflow_spec
-from tests.analysis_cli.conftest import (
+from tests.analysis.conftest import (
     COEF,
     FAKE_TRIALS,
     POLY,
@@ -71,7 +71,7 @@ def test_mlflow_checkpoint_pointer(mlflow_store):
 
 
 def test_mlflow_and_directory_sources_give_the_same_front(mlflow_store, tmp_path):
-    from tti_ray.analysis import pareto_table
+    from tti_ray.fronts import pareto_table
 
     uri, _, _ = mlflow_store
     m = load_source(f"mlflow:anti_poly@{uri}")
