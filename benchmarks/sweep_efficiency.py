@@ -59,7 +59,7 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.common import REPO
-from tti_ray.analysis.hypervolume import hypervolume, reference_point
+from tti_ray.fronts.hypervolume import hypervolume, reference_point
 
 SPACES = REPO / "benchmarks" / "spaces"
 DATA = REPO / "benchmarks" / "data"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tti_ray.config import ConfigError, RunConfig, load_config
+from tti_ray.config import ConfigError, load_config
 from tti_ray.interventions.registry import KeyPathError
 from tti_ray.toy import (
     SEED001_BASELINE,

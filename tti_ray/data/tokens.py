@@ -34,7 +34,6 @@ from tti_ray.config.schema import DataConfig
 from tti_ray.data.text_tokenizer import (
     ASSETS,
     BPE_FILE,
-    EOT,
     TINYSTORIES_BPE,
     DataError,
     TextTokenizer,

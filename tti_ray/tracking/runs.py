@@ -27,7 +27,9 @@ from typing import Any
 
 import yaml
 
+import tti_ray
 from tti_ray.cli import UsageError
+from tti_ray.provenance import git_commit
 from tti_ray.tracking.client import LOCAL_PREFIX, ResilientClient, warn
 from tti_ray.tracking.config import (
     TrackingConfig,
@@ -58,16 +60,13 @@ def numeric_metrics(metrics: dict[str, Any]) -> dict[str, float]:
 
 
 def provenance_tags() -> dict[str, str]:
-    import tti_ray
-    from tti_ray.provenance import git_commit as _git_commit
-
     try:
         user = getpass.getuser()
     except (KeyError, OSError):
         user = "unknown"
     tags = {"tti_ray.version": tti_ray.__version__, "mlflow.source.type": "LOCAL",
             "mlflow.user": user}
-    commit = _git_commit()
+    commit = git_commit()
     if commit:
         tags["mlflow.source.git.commit"] = commit
     return tags

@@ -12,12 +12,12 @@ import shutil
 import sys
 from pathlib import Path
 
-from tti_ray.cli import OneLineParser, UsageError, UserError, die, fail_on_user_errors
+from tti_ray.cli import OneLineParser, UsageError, die, fail_on_user_errors
 from tti_ray.config import load_config
 from tti_ray.lock import LOCK_NAME, DirLock
 from tti_ray.tracking import track_run
 from tti_ray.tracking.config import add_tracking_args
-from tti_ray.train import TrainSetupError, train_run
+from tti_ray.train import train_run
 from tti_ray.trials import TrialStatus
 
 
@@ -56,11 +56,8 @@ def main(argv: list[str] | None = None) -> int:
                           f"({lock.stale})", file=sys.stderr)
                 with track_run(args.tracking_uri, args.artifact_store, cfg, out,
                                resume=args.resume) as run:
-                    try:
-                        final = train_run(cfg, run.wrap(None), out, resume=args.resume,
-                                          progress=not args.no_progress)
-                    except TrainSetupError as e:  # a user error that is not yet a UserError
-                        raise UserError(str(e)) from None
+                    final = train_run(cfg, run.wrap(None), out, resume=args.resume,
+                                      progress=not args.no_progress)
         except Exception:
             if created and _only_lock(out):  # bad input found before training: leave nothing
                 shutil.rmtree(out, ignore_errors=True)

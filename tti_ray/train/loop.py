@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tti_ray.cli import UserError
 from tti_ray.config import RunConfig
 from tti_ray.data import BlockSampler, load_tokens
 from tti_ray.data.batches import require_blocks
@@ -32,11 +33,12 @@ from tti_ray.train.checkpoint import load_train_state, load_weights, save_checkp
 from tti_ray.train.dist import DistInfo, any_worker, maybe_barrier, maybe_ddp, maybe_no_sync
 from tti_ray.train.evaluate import evaluate
 from tti_ray.train.reporter import Reporter, RunFiles, provenance
+from tti_ray.trials import TrialStatus
 
-FINISHED, DIVERGED = "finished", "diverged"
+FINISHED, DIVERGED = TrialStatus.FINISHED, TrialStatus.DIVERGED
 
 
-class TrainSetupError(ValueError):
+class TrainSetupError(UserError):
     """A run that cannot start as configured (one line, names the key)."""
 
 
@@ -273,7 +275,7 @@ def train_run(
         maybe_barrier()
         model.train()
         ivs.train()
-        metrics["status"] = FINISHED if step == t.steps else "running"
+        metrics["status"] = FINISHED if step == t.steps else TrialStatus.RUNNING
         last = metrics
         files.append(metrics)
         if reporter is not None:  # every rank (Ray Train's report is a collective)
