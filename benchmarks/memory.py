@@ -117,11 +117,11 @@ _BUILD_CHILD = _CHILD_PRELUDE + textwrap.dedent(
     """
     import tti_ray.data.tokens as tokens_mod
     from tti_ray.config import DataConfig
-    real = tokens_mod.stories
-    def repeated(cfg, split):
-        out = real(cfg, split)
-        return out * {scale} if split == "train" else out
-    tokens_mod.stories = repeated
+    real = tokens_mod.story_batches  # what the cache build reads (streamed, batch by batch)
+    def repeated(cfg, split, batch=2048):
+        for _ in range({scale} if split == "train" else 1):
+            yield from real(cfg, split, batch)
+    tokens_mod.story_batches = repeated
     t0 = time.time()
     td = tokens_mod.load_tokens(DataConfig(cache_dir={cache!r}))
     print(json.dumps({{
