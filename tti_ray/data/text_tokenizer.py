@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import gzip
+import hashlib
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -137,6 +138,12 @@ class TextTokenizer:
             clean_up_tokenization_spaces=False,
         )
         return tok
+
+
+@functools.lru_cache(maxsize=1)
+def bpe_file_hash() -> str:
+    """SHA-256 prefix of the shipped BPE file (read once per process; part of the cache key)."""
+    return hashlib.sha256(BPE_FILE.read_bytes()).hexdigest()[:16]
 
 
 @functools.lru_cache(maxsize=4)

@@ -33,10 +33,10 @@ import numpy as np
 from tti_ray.config.schema import DataConfig
 from tti_ray.data.text_tokenizer import (
     ASSETS,
-    BPE_FILE,
     TINYSTORIES_BPE,
     DataError,
     TextTokenizer,
+    bpe_file_hash,
     bundled_stories,
     cached_tokenizer,
     hf_tokenizer_files,
@@ -182,7 +182,7 @@ def load_tokens(cfg: DataConfig) -> TokenData:
     """Tokenize (first time only) and memory-map the train/valid token streams."""
     key_src = f"v{CACHE_VERSION}|{_source_key(cfg)}|{cfg.tokenizer}|{cfg.vocab_size}"
     if cfg.tokenizer == TINYSTORIES_BPE:  # a rebuilt tokenizer file must not reuse old tokens
-        key_src += f"|{hashlib.sha256(BPE_FILE.read_bytes()).hexdigest()[:16]}"
+        key_src += f"|{bpe_file_hash()}"
     key = hashlib.sha256(key_src.encode()).hexdigest()[:20]
     d = cache_root(cfg) / "tokens" / key
     meta_path = d / "meta.json"
