@@ -50,16 +50,18 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from benchmarks.common import REPO
-from tti_ray.fronts.hypervolume import hypervolume, reference_point
+from benchmarks.replay import Table, band, first_reach, hv_at_steps, simulate
+from benchmarks.replay import curves as replay_curves
+from benchmarks.replay import table_from_experiment as replay_table_from_experiment
+from tti_ray.fronts.hypervolume import hypervolume
 
 SPACES = REPO / "benchmarks" / "spaces"
 DATA = REPO / "benchmarks" / "data"
@@ -134,106 +136,12 @@ def build_table(work: Path, problem: Problem, out: Path | None = None) -> pd.Dat
 
 def table_from_experiment(exp: Path) -> pd.DataFrame:
     """One row per (cell, eval step) from a finished table sweep's trials.csv + metrics.jsonl."""
-    trials = pd.read_csv(exp / "trials.csv", dtype={"trial_id": str})
-    rows = []
-    for _, t in trials.iterrows():
-        for line in (exp / "runs" / str(t["trial_id"]) / "metrics.jsonl").read_text().splitlines():
-            rec = json.loads(line)
-            if all(m in rec for m in OBJ):
-                rows.append({K: t[K], LAM: t[LAM], "step": int(rec["step"]),
-                             "status": t["status"], **{m: rec[m] for m in OBJ}})
-    return (pd.DataFrame(rows).drop_duplicates([K, LAM, "step"], keep="last")
-            .sort_values([K, LAM, "step"]))
+    return replay_table_from_experiment(exp, [K, LAM], OBJ)
 
 
-@dataclass
-class Table:
-    """Learning curves per (k, λ) cell; :meth:`nearest` snaps a suggestion onto the grid."""
-
-    df: pd.DataFrame
-    ks: np.ndarray = field(init=False)
-    lams: np.ndarray = field(init=False)
-    curves: dict[tuple[float, float], list[tuple[int, float, float]]] = field(init=False)
-    status: dict[tuple[float, float], str] = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.ks = np.sort(self.df[K].unique())
-        self.lams = np.sort(self.df[LAM].unique())
-        self.curves = {
-            (float(k), float(lam)): [(int(r.step), float(r[OBJ[0]]), float(r[OBJ[1]]))
-                                     for _, r in g.sort_values("step").iterrows()]
-            for (k, lam), g in self.df.groupby([K, LAM])}  # fmt: skip
-        st = self.df["status"] if "status" in self.df else pd.Series("finished", self.df.index)
-        self.status = {(float(k), float(lam)): str(g.iloc[-1])
-                       for (k, lam), g in st.groupby([self.df[K], self.df[LAM]])}
-
-    def nearest(self, k: float, lam: float) -> tuple[float, float]:
-        ki = int(np.argmin(np.abs(self.ks - k)))
-        li = int(np.argmin(np.abs(np.log10(self.lams) - math.log10(max(lam, 1e-12)))))
-        return float(self.ks[ki]), float(self.lams[li])
-
-    def finals(self) -> np.ndarray:
-        return np.array([c[-1][1:] for c in self.curves.values()])
-
-
-# ------------------------------------------------------------------------------ the simulation
-def simulate(space: Any, table: Table, n_trials: int, *, concurrency: int = 2,
-             db: Path) -> list[dict]:
-    """Replay one sweep of ``space`` against ``table`` with the product's searcher (and MO-ASHA
-    scheduler when the space has one); returns the ended trials in completion order."""
-    from ray.tune.schedulers import TrialScheduler
-
-    from tti_ray.sweep.scheduler import MOASHAScheduler
-    from tti_ray.sweep.searcher import make_searcher
-
-    searcher = make_searcher(space, f"sqlite:///{db}")
-    max_steps = max(s for c in table.curves.values() for s, _, _ in c)
-    sched = None
-    if space.scheduler is not None and space.scheduler.type == "mo_asha":
-        sched = MOASHAScheduler(OBJ, MODES, max_steps, space.scheduler.grace_steps,
-                                space.scheduler.reduction_factor)
-    running: list[dict] = []
-    ended: list[dict] = []
-    started = 0
-
-    def start(now: int) -> None:
-        nonlocal started
-        while len(running) < concurrency and started < n_trials:
-            tid = f"t{started:04d}"
-            cfg = searcher.suggest(tid)
-            if not isinstance(cfg, dict):
-                return
-            started += 1
-            cell = table.nearest(float(cfg[K]), float(cfg[LAM]))
-            running.append({"trial_id": tid, "cell": cell, "start": now, "i": 0,
-                            "curve": table.curves[cell]})
-
-    start(0)
-    while running:
-        tr = min(running, key=lambda r: (r["start"] + r["curve"][r["i"]][0], r["trial_id"]))
-        step, ppl, poly = tr["curve"][tr["i"]]
-        now = tr["start"] + step
-        last = tr["i"] == len(tr["curve"]) - 1
-        finite = math.isfinite(ppl) and math.isfinite(poly)
-        status = "running"
-        if last:  # a cell whose sweep trial diverged (or failed) ends that way here too
-            status = table.status[tr["cell"]] if table.status[tr["cell"]] != "finished" else (
-                "finished" if finite else "diverged")
-        result = {"step": step, OBJ[0]: ppl, OBJ[1]: poly, "status": status}
-        stop = False
-        if sched is not None and not last:
-            stop = sched.on_trial_result(None, SimpleNamespace(trial_id=tr["trial_id"]),
-                                         result) == TrialScheduler.STOP
-        if last or stop:
-            searcher.on_trial_complete(tr["trial_id"], result)
-            ended.append({"trial_id": tr["trial_id"], K: tr["cell"][0], LAM: tr["cell"][1],
-                          "status": "early_stopped" if stop else status, "steps": step,
-                          OBJ[0]: ppl, OBJ[1]: poly, "ended_at": now})
-            running.remove(tr)
-            start(now)
-        else:
-            tr["i"] += 1
-    return ended
+def make_table(df: pd.DataFrame) -> Table:
+    """A 2-D problem's table: cells (k, λ), λ snapped on a log scale, no constraint."""
+    return Table(df, (K, LAM), tuple(OBJ), tuple(MODES), None, log_params=(LAM,))
 
 
 def replay(space_file: Path, sets: list[str], seed: int, budget: int, table: Table,
@@ -247,37 +155,9 @@ def replay(space_file: Path, sets: list[str], seed: int, budget: int, table: Tab
     return simulate(space, table, n_trials, db=db)
 
 
-def curves(ended: list[dict], ref: np.ndarray) -> dict[str, list[float]]:
+def curves(ended: list[dict], ref: np.ndarray, table: Table) -> dict[str, list[float]]:
     """Hypervolume of the finished trials and cumulative steps after each ended trial."""
-    hv, steps, pts, total = [], [], [], 0
-    for e in ended:
-        total += e["steps"]
-        if e["status"] == "finished":
-            pts.append([e[m] for m in OBJ])
-        hv.append(hypervolume(np.array(pts) if pts else np.zeros((0, 2)), MODES, ref))
-        steps.append(total)
-    return {"hypervolume": hv, "steps": steps}
-
-
-def hv_at_steps(c: dict[str, list[float]], budget: float) -> float:
-    """Best hypervolume reached with at most ``budget`` steps spent (0 before anything ended)."""
-    return max([h for h, s in zip(c["hypervolume"], c["steps"]) if s <= budget] or [0.0])
-
-
-def first_reach(c: dict[str, list[float]], target: float) -> tuple[int | None, int | None]:
-    """(trials, steps) at which the hypervolume first reaches ``target`` (None, None if never)."""
-    for i, (h, s) in enumerate(zip(c["hypervolume"], c["steps"])):
-        if h >= target * (1 - 1e-9):
-            return i + 1, s
-    return None, None
-
-
-# ------------------------------------------------------------------------------------- report
-def _band(runs: list[list[float]]) -> dict[str, list[float]]:
-    n = max(len(r) for r in runs)
-    a = np.array([r + [r[-1]] * (n - len(r)) for r in runs])
-    q = np.percentile(a, [25, 50, 75], axis=0)
-    return {"q25": q[0].tolist(), "median": q[1].tolist(), "q75": q[2].tolist()}
+    return replay_curves(ended, table, ref)
 
 
 def plot(res: dict, path: Path) -> None:
@@ -315,7 +195,7 @@ def plot(res: dict, path: Path) -> None:
 
 def run_benchmark(table: Table, reps: int, budget: int, work: Path,
                   problem: Problem = PROBLEMS["efficiency"]) -> dict:
-    ref = reference_point(table.finals(), MODES)
+    ref = table.reference_point()
     spaces = {"grid": problem.grid_space, "continuous": problem.continuous_space}
     res: dict[str, Any] = {
         "problem": problem.name,
@@ -323,7 +203,8 @@ def run_benchmark(table: Table, reps: int, budget: int, work: Path,
                   f"scheduler against {problem.table_csv.relative_to(REPO)}, "
                   "2 concurrent trials",
         "spaces": {k: str(v.relative_to(REPO)) for k, v in spaces.items()},
-        "table": {"cells": len(table.curves), "k": table.ks.tolist(), "lambda": table.lams.tolist()},
+        "table": {"cells": len(table.curves), "k": table.values[K].tolist(),
+                  "lambda": table.values[LAM].tolist()},
         "reference_point": dict(zip(OBJ, ref.tolist())),
         "reference_rule": "per objective: worst final value over all cells + 10% of the range",
         "budget": budget, "reps": reps, "searchers": {},
@@ -336,9 +217,9 @@ def run_benchmark(table: Table, reps: int, budget: int, work: Path,
                            db=work / f"{name}-{rep}.db")
             for e in ended:
                 statuses[e["status"]] = statuses.get(e["status"], 0) + 1
-            runs.append(curves(ended, ref))
+            runs.append(curves(ended, ref, table))
         res["searchers"][name] = {"runs": runs, "status_counts": statuses,
-                                  "hv_vs_trials": _band([r["hypervolume"] for r in runs])}
+                                  "hv_vs_trials": band([r["hypervolume"] for r in runs])}
         print(f"{name}: {reps} reps, {statuses}", flush=True)
     grid = res["searchers"]["grid"]["runs"]
     g_hv = grid[0]["hypervolume"][-1]
@@ -385,8 +266,8 @@ def context(table: Table, ref: np.ndarray, g_hv: float, budget: int, work: Path,
     trials), not the first half of a full-budget sweep; GP alongside."""
     from itertools import combinations
 
-    finals = {c: np.array(v[-1][1:]) for c, v in table.curves.items()
-              if table.status[c] == "finished" and np.all(np.isfinite(v[-1][1:]))}
+    finals = {c: np.array([v[-1][m] for m in OBJ]) for c, v in table.curves.items()
+              if table.counts(c)}
     best: dict[str, dict] = {}
     for n in (1, 2, 3):
         hv, cells = max((hypervolume(np.array([finals[c] for c in cs]), MODES, ref), cs)
@@ -398,7 +279,7 @@ def context(table: Table, ref: np.ndarray, g_hv: float, budget: int, work: Path,
         for rep in range(reps):
             ended = replay(continuous, [f"searcher.type={kind}"], rep, budget // 2, table,
                            budget // 2, db=work / f"half-{kind}-{rep}.db")
-            vals.append(curves(ended, ref)["hypervolume"][-1] / g_hv)
+            vals.append(curves(ended, ref, table)["hypervolume"][-1] / g_hv)
         half[kind] = {"median": float(np.median(vals)),
                       "share_of_reps_ge_1": float(np.mean(np.array(vals) >= 1 - 1e-9))}
     return {"best_cells_hv_over_grid": best,
@@ -425,7 +306,7 @@ def main() -> None:
         table_csv = args.table or problem.table_csv
         if args.build_table or not table_csv.exists():
             build_table(work, problem, table_csv)
-        table = Table(pd.read_csv(table_csv))
+        table = make_table(pd.read_csv(table_csv))
         res = run_benchmark(table, args.reps, args.budget, work, problem)
     args.out.mkdir(parents=True, exist_ok=True)
     plot(res, args.out / f"{problem.results_stem}.png")

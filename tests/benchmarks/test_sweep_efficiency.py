@@ -14,17 +14,17 @@ from benchmarks.sweep_efficiency import (
     PROBLEMS,
     SPACES,
     K,
-    Table,
     curves,
     first_reach,
     hv_at_steps,
+    make_table,
     run_benchmark,
     simulate,
 )
 from tti_ray.sweep.space import load_search_space
 
 
-def synthetic_table() -> Table:
+def synthetic_table():
     """7 × 7 cells on the real table's axes: smaller k lowers polysemanticity and costs
     perplexity; λ helps both a little; curves fall with steps. One cell diverges."""
     space = load_search_space(SPACES / "efficiency_table.yaml")
@@ -39,7 +39,7 @@ def synthetic_table() -> Table:
                 if k == ks[0] and lam == lams[-1] and step == 200:
                     ppl = float("nan")  # diverged cell
                 rows.append({K: k, LAM: lam, "step": step, OBJ[0]: ppl, OBJ[1]: poly})
-    return Table(pd.DataFrame(rows))
+    return make_table(pd.DataFrame(rows))
 
 
 def _space(file: str, *sets: str):
@@ -71,7 +71,7 @@ def test_mo_asha_replay_stops_trials_and_prunes_them_in_optuna(tmp_path):
     assert states.count("PRUNED") == len(stopped)
     assert states.count("COMPLETE") == sum(e["status"] == "finished" for e in ended)
     ref = np.array([1e4, 10.0])
-    c = curves(ended, ref)
+    c = curves(ended, ref, table)
     assert np.all(np.diff(c["hypervolume"]) >= 0) and c["steps"][-1] == sum(
         e["steps"] for e in ended)
     # early-stopped trials add compute but never hypervolume
@@ -98,7 +98,7 @@ def test_run_benchmark_reports_both_targets(tmp_path):
     # context: the best single cell's hypervolume is a rectangle up to the reference point
     ref = np.array([res["reference_point"][m] for m in OBJ])
     table = synthetic_table()
-    finals = [np.array(c[-1][1:]) for c in table.curves.values()]
+    finals = [np.array([c[-1][m] for m in OBJ]) for c in table.curves.values()]
     rect = max(float(np.prod(ref - f)) for f in finals if np.all(np.isfinite(f)))
     best = res["context"]["best_cells_hv_over_grid"]
     assert best["1"]["hv_over_grid"] * res["grid_final_hypervolume"] == pytest.approx(rect)
