@@ -27,9 +27,16 @@ Problems (``--problem``):
   first problem's targets were missed, and fixed (table, grid, box, searchers, targets) before
   its table was measured, so that the two results together say how much the outcome depends on
   the problem; both are reported.
+- ``topk_anti_poly_calibrated`` (issue #21; ``spaces/topk_anti_poly_calibrated_table.yaml``):
+  the same 7 × 7 cells re-measured with the tiny preset's current tokenizer under the calibrated
+  objective (``val/polysemanticity_calibrated/mean``) with the dead-fraction bound ≤ 0.10 applied
+  to every searcher's trials; the searchers search the shipped ``search_spaces/
+  topk_anti_poly.yaml``, the grid is ``spaces/topk_anti_poly_calibrated_grid.yaml``. Fixed
+  before its table was built (about an hour on 2 cores).
 
 Hypervolume: minimise both objectives, one reference point per problem (per objective, the
-worst final value over the 49 cells + 10% of the range). Compute: the training steps of ended
+worst final value over the 49 cells, the feasible ones where the problem has a constraint, + 10%
+of the range). Compute: the training steps of ended
 trials, in completion order; an early-stopped trial counts the steps it ran. An early-stopped trial
 is told to Optuna as PRUNED and never enters the front.
 
@@ -37,7 +44,8 @@ Targets (issue 4): TPE after half the grid's trials reaches the grid's full-budg
 and TPE + MO-ASHA reaches it with ≤ 50% of the grid's compute. The JSON reports, for each
 target, the median over reps and the share of reps that meet it.
 
-    python -m benchmarks.sweep_efficiency [--problem efficiency|topk_anti_poly] [--reps 20]
+    python -m benchmarks.sweep_efficiency [--problem efficiency|topk_anti_poly|
+                                           topk_anti_poly_calibrated] [--reps 20]
     python -m benchmarks.sweep_efficiency --problem topk_anti_poly --build-table  # re-measure
 """
 
@@ -82,6 +90,8 @@ class Problem:
     continuous_space: Path
     table_csv: Path
     results_stem: str
+    objectives: tuple[str, ...] = tuple(OBJ)
+    constraint: tuple[str, float] | None = None  # (metric, max), applied by the replay
 
 
 PROBLEMS: dict[str, Problem] = {
@@ -95,6 +105,15 @@ PROBLEMS: dict[str, Problem] = {
                               SPACES / "topk_anti_poly_continuous.yaml",
                               DATA / "topk_anti_poly_table.csv",
                               "sweep_efficiency_topk_anti_poly"),
+    # issue #21: the same 7 x 7 cells under the calibrated objective, dead fraction <= 0.10; the
+    # searchers search the shipped search_spaces/topk_anti_poly.yaml (which has both)
+    "topk_anti_poly_calibrated": Problem(
+        "topk_anti_poly_calibrated", SPACES / "topk_anti_poly_calibrated_table.yaml",
+        SPACES / "topk_anti_poly_calibrated_grid.yaml",
+        REPO / "search_spaces" / "topk_anti_poly.yaml",
+        DATA / "topk_anti_poly_calibrated_table.csv", "sweep_efficiency_topk_anti_poly_calibrated",
+        ("val/perplexity", "val/polysemanticity_calibrated/mean"),
+        ("val/dead_fraction/mean", 0.10)),
 }
 
 # name: (which space: grid or continuous, --set overrides, trial budget multiplier). MO-ASHA stops
@@ -127,21 +146,25 @@ def build_table(work: Path, problem: Problem, out: Path | None = None) -> pd.Dat
     r = subprocess.run(args, check=False, cwd=REPO)
     if r.returncode != 0:
         raise SystemExit(f"table sweep failed (exit {r.returncode})")
-    df = table_from_experiment(exp)
+    df = table_from_experiment(exp, problem)
     out.parent.mkdir(parents=True, exist_ok=True)
     df.to_csv(out, index=False)
     print(f"table: {len(df)} rows in {time.time() - t0:.0f} s -> {out}")
     return df
 
 
-def table_from_experiment(exp: Path) -> pd.DataFrame:
+def table_from_experiment(exp: Path, problem: Problem) -> pd.DataFrame:
     """One row per (cell, eval step) from a finished table sweep's trials.csv + metrics.jsonl."""
-    return replay_table_from_experiment(exp, [K, LAM], OBJ)
+    metrics = [*problem.objectives, *([problem.constraint[0]] if problem.constraint else [])]
+    return replay_table_from_experiment(exp, [K, LAM], metrics)
 
 
-def make_table(df: pd.DataFrame) -> Table:
-    """A 2-D problem's table: cells (k, λ), λ snapped on a log scale, no constraint."""
-    return Table(df, (K, LAM), tuple(OBJ), tuple(MODES), None, log_params=(LAM,))
+def make_table(df: pd.DataFrame, problem: Problem | None = None) -> Table:
+    """A 2-D problem's table: cells (k, λ), λ snapped on a log scale, the problem's objectives
+    and constraint (default: the ``efficiency`` problem's)."""
+    problem = problem or PROBLEMS["efficiency"]
+    return Table(df, (K, LAM), problem.objectives, tuple(MODES), problem.constraint,
+                 log_params=(LAM,))
 
 
 def replay(space_file: Path, sets: list[str], seed: int, budget: int, table: Table,
@@ -205,12 +228,18 @@ def run_benchmark(table: Table, reps: int, budget: int, work: Path,
         "spaces": {k: str(v.relative_to(REPO)) for k, v in spaces.items()},
         "table": {"cells": len(table.curves), "k": table.values[K].tolist(),
                   "lambda": table.values[LAM].tolist()},
-        "reference_point": dict(zip(OBJ, ref.tolist())),
-        "reference_rule": "per objective: worst final value over all cells + 10% of the range",
+        "objectives": list(table.objectives),
+        "constraint": (f"{problem.constraint[0]} <= {problem.constraint[1]}"
+                       if problem.constraint else None),
+        "reference_point": dict(zip(table.objectives, ref.tolist())),
+        "reference_rule": "per objective: worst final value over the cells that count "
+                          "(finished; feasible when there is a constraint) + 10% of the range",
         "budget": budget, "reps": reps, "searchers": {},
     }  # fmt: skip
     t0 = time.time()
     for name, (which, sets, mult) in SEARCHERS.items():
+        if problem.constraint and name == "random":  # random search cannot use constraints
+            sets = [*sets, "constraints=[]"]
         runs, statuses = [], {}
         for rep in range(reps):
             ended = replay(spaces[which], sets, rep, budget, table, budget * mult,
@@ -266,7 +295,7 @@ def context(table: Table, ref: np.ndarray, g_hv: float, budget: int, work: Path,
     trials), not the first half of a full-budget sweep; GP alongside."""
     from itertools import combinations
 
-    finals = {c: np.array([v[-1][m] for m in OBJ]) for c, v in table.curves.items()
+    finals = {c: np.array([v[-1][m] for m in table.objectives]) for c, v in table.curves.items()
               if table.counts(c)}
     best: dict[str, dict] = {}
     for n in (1, 2, 3):
@@ -306,7 +335,7 @@ def main() -> None:
         table_csv = args.table or problem.table_csv
         if args.build_table or not table_csv.exists():
             build_table(work, problem, table_csv)
-        table = make_table(pd.read_csv(table_csv))
+        table = make_table(pd.read_csv(table_csv), problem)
         res = run_benchmark(table, args.reps, args.budget, work, problem)
     args.out.mkdir(parents=True, exist_ok=True)
     plot(res, args.out / f"{problem.results_stem}.png")

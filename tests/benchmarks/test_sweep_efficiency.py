@@ -125,10 +125,37 @@ def test_problem_spaces_are_consistent(name):
     assert box.parameters[LAM].distribution == "loguniform"
     assert box.parameters[K].distribution == "uniform"
     assert grid.budget.trials == 16 and table.budget.trials == 49
-    assert [o.metric for o in box.objectives] == OBJ
+    assert [o.metric for o in box.objectives] == list(pr.objectives)
+    assert [(c.metric, c.max) for c in box.constraints] == ([pr.constraint] if pr.constraint else [])
 
     def run(s):  # the run config, less when it evaluates and checkpoints
         train = {k: v for k, v in s.base["train"].items() if k not in ("eval_every", "ckpt_every")}
         return {**s.base, "train": train}
 
     assert run(table) == run(grid) == run(box) and run(box)["train"]["steps"] == 200
+
+
+def test_calibrated_problem_applies_the_constraint(tmp_path):
+    """The calibrated 2-D problem: its own objectives, the dead-fraction bound applied to every
+    searcher's trials, random search run without constraints (it cannot use them)."""
+    pr = PROBLEMS["topk_anti_poly_calibrated"]
+    space = load_search_space(pr.table_space)
+    rows = []
+    for k in space.parameters[K].values:
+        for lam in space.parameters[LAM].values:
+            for step in (50, 100, 150, 200):
+                rows.append({K: k, LAM: lam, "step": step,
+                             pr.objectives[0]: (100 + 80 * (1 - k) ** 2) * (1 + 100 / step),
+                             pr.objectives[1]: 0.3 + 0.6 * k - 0.02 * np.log10(lam),
+                             pr.constraint[0]: 0.4 if k < 0.1 else 0.0})  # k = 0.05: half dead
+    table = make_table(pd.DataFrame(rows), pr)
+    assert table.objectives == pr.objectives and table.constraint == pr.constraint
+    res = run_benchmark(table, reps=1, budget=16, work=tmp_path, problem=pr)
+    assert set(res["searchers"]) >= {"grid", "random", "tpe"}
+    assert res["constraint"] == "val/dead_fraction/mean <= 0.1"
+    ref = np.array([res["reference_point"][m] for m in pr.objectives])
+    feasible = table.finals()
+    assert len(feasible) == 42 and np.all(ref > feasible.max(0))  # the k = 0.05 row never counts
+    grid_cells = [k for k in load_search_space(pr.grid_space).parameters[K].values]
+    assert 0.05 in grid_cells  # the grid spends 4 of its 16 trials on infeasible cells
+    assert res["grid_final_hypervolume"] > 0
