@@ -431,6 +431,13 @@ def run_benchmark(table: Table, reps: int, work: Path,
                   "trials": len(bar["hypervolume"])}
     res["summary"] = {n: summarise(s["runs"], bar["hypervolume"][-1], bar["steps"][-1], budget)
                       for n, s in res["contenders"].items()}
+    def rank(key: str) -> list[list[Any]]:  # never-reached (None) last
+        vals = [(n, s[key]["median"]) for n, s in res["summary"].items()]
+        return [[n, v] for n, v in sorted(vals, key=lambda nv: (nv[1] is None, nv[1] or 0))]
+
+    res["ranking"] = {"fewest_trials_to_reach_bar (median)": rank("trials_to_reach_bar"),
+                      "least_steps_to_reach_bar (median fraction of the grid's)":
+                          rank("steps_fraction_to_reach_bar")}
     if all(n in res["summary"] for n in ("tpe", "tpe+mo_asha", "syne_tune:moasha")):
         res["targets"] = targets(res["summary"], budget)
     res["landscape"] = landscape(table, ref)
@@ -479,7 +486,7 @@ def main(argv: list[str] | None = None) -> None:
     (args.out / "joint_search.json").write_text(json.dumps(res, indent=1, default=str))
     print(json.dumps({"summary": {n: {k: v["median"] for k, v in s.items()}
                                   for n, s in res["summary"].items()},
-                      "targets": res.get("targets"),
+                      "targets": res.get("targets"), "ranking": res["ranking"],
                       "landscape": {k: v for k, v in res["landscape"].items() if k != "front"}},
                      indent=1, default=str))
 

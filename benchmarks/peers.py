@@ -13,7 +13,9 @@ table (``benchmarks/replay.py``) so that every contender is judged by the same r
   steps. Schedulers: ``MOASHA`` (multi-objective asynchronous successive halving over random
   search; its non-dominated-sort priority; the product's grace period and reduction factor)
   and ``MOREA`` (``MultiObjectiveRegularizedEvolution``, a multi-objective searcher, run to the
-  full step count by a ``SingleFidelityScheduler``). Syne Tune's multi-objective schedulers take
+  full step count by a ``SingleFidelityScheduler``; population max(4, budget / 3), tournament
+  of 3, so that it evolves within a budget of 13 rather than sampling at random until its
+  default population of 100 is full). Syne Tune's multi-objective schedulers take
   no constraints; the constraint still decides, after the fact, which of their trials count.
 """
 

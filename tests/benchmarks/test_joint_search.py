@@ -118,6 +118,10 @@ def test_benchmark_runs_every_contender(table, tmp_path):
     assert s["one_at_a_time"]["trials_to_reach_bar"]["median"] <= 13
     assert set(res["targets"]) and all(isinstance(t["met"], bool)
                                        for t in res["targets"].values())
+    fewest = res["ranking"]["fewest_trials_to_reach_bar (median)"]
+    assert sorted(n for n, _ in fewest) == sorted(CONTENDERS)
+    reached = [v for _, v in fewest if v is not None]
+    assert reached == sorted(reached) and all(v is None for _, v in fewest[len(reached):])
     land = res["landscape"]
     assert land["combinations_dominating_every_single_method_config"] == [
         cell_name(table, SUPER)] == ["topk=0.5 + anti_poly=0.01 + orth=0.001"]
