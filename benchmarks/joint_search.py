@@ -84,6 +84,7 @@ from benchmarks.replay import (
     table_from_experiment,
 )
 from tti_ray.fronts.hypervolume import hypervolume
+from tti_ray.sweep.space import load_search_space
 
 SPACES = REPO / "benchmarks" / "spaces"
 TABLE_SPACE = SPACES / "joint4_table.yaml"
@@ -152,7 +153,6 @@ def write_table(sweep_dir: Path, csv: Path = TABLE_CSV) -> pd.DataFrame:
 def run_contender(name: str, table: Table, seed: int, budget: int, work: Path) -> list[dict]:
     """One replay of contender ``name`` with searcher seed ``seed``: the ended trials."""
     from benchmarks.peers import optuna_replay, syne_tune_replay
-    from tti_ray.sweep.space import load_search_space
 
     runner, space_file, sets, mult = CONTENDERS[name]
     extra = [f"searcher.seed={seed}"] + ([] if mult is None else [f"budget.trials={budget}"])
@@ -239,15 +239,14 @@ def landscape(table: Table, ref: np.ndarray) -> dict[str, Any]:
     """The table's feasible front; whether any combination of interventions dominates every
     single-method configuration (the one-at-a-time grid's 13), and which single-method
     configurations some combination dominates."""
-    from tti_ray.fronts.dominance import dominates
+    from tti_ray.fronts.dominance import dominates, non_dominated_mask
 
     feas = {c: np.array([table.curves[c][-1][m] for m in OBJ]) for c in table.curves
             if table.counts(c)}
     single = {c: v for c, v in feas.items() if n_on(table, c) <= 1}
     combos = {c: v for c, v in feas.items() if n_on(table, c) >= 2}
-    front = [c for c, v in feas.items()
-             if not any(dominates(w, v, MODES) for d, w in feas.items() if d != c)]
-    front.sort(key=lambda c: feas[c][0])
+    on_front = non_dominated_mask(np.array(list(feas.values())), MODES)
+    front = sorted((c for c, keep in zip(feas, on_front) if keep), key=lambda c: feas[c][0])
 
     def hv(cells: Sequence[tuple[float, ...]]) -> float:
         return hypervolume(np.array([feas[c] for c in cells]) if cells else np.zeros((0, 2)),
@@ -289,7 +288,6 @@ def overhead(table: Table, work: Path, sizes: tuple[int, int] = (13, 39),
     import ray
 
     from benchmarks.peers import optuna_replay, syne_tune_replay
-    from tti_ray.sweep.space import load_search_space
 
     def space(n: int, *sets: str) -> Any:
         return load_search_space(SEARCH_SPACE, [*sets, f"budget.trials={n}"])
@@ -400,7 +398,7 @@ def run_benchmark(table: Table, reps: int, work: Path,
                   names: Sequence[str] | None = None) -> dict[str, Any]:
     """Replay every contender ``reps`` times; summarise against the one-at-a-time grid."""
     ref = table.reference_point()
-    budget = len(load_search_space_points(CONTENDERS["one_at_a_time"][1]))
+    budget = len(load_search_space(CONTENDERS["one_at_a_time"][1]).grid_points())
     res: dict[str, Any] = {
         "problem": str(TABLE_SPACE.relative_to(REPO)),
         "table": {"cells": len(table.curves), "max_steps": table.max_steps,
@@ -431,6 +429,7 @@ def run_benchmark(table: Table, reps: int, work: Path,
                   "trials": len(bar["hypervolume"])}
     res["summary"] = {n: summarise(s["runs"], bar["hypervolume"][-1], bar["steps"][-1], budget)
                       for n, s in res["contenders"].items()}
+
     def rank(key: str) -> list[list[Any]]:  # never-reached (None) last
         vals = [(n, s[key]["median"]) for n, s in res["summary"].items()]
         return [[n, v] for n, v in sorted(vals, key=lambda nv: (nv[1] is None, nv[1] or 0))]
@@ -442,12 +441,6 @@ def run_benchmark(table: Table, reps: int, work: Path,
         res["targets"] = targets(res["summary"], budget)
     res["landscape"] = landscape(table, ref)
     return res
-
-
-def load_search_space_points(space_file: Path) -> list[dict]:
-    from tti_ray.sweep.space import load_search_space
-
-    return load_search_space(space_file).grid_points()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -208,7 +208,7 @@ def syne_tune_replay(kind: str, space: Any, table: Table, n_trials: int, *, seed
         done.add(trial_id)
         cell = table.cell_of(config)
         step = int(result["step"])
-        point = next(p for p in table.curves[cell] if p["step"] == step)
+        point = table.point(cell, step)
         status = table.final_status(cell) if step >= max_steps else (
             "early_stopped" if stopped else "failed")
         ended.append(ended_record(table, f"t{trial_id:04d}", cell, point, status,

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tti_ray.fronts.hypervolume import hypervolume, reference_point
+from tti_ray.fronts.hypervolume import hypervolume_history, reference_point
 
 Cell = tuple[float, ...]
 
@@ -111,9 +111,10 @@ class Table:
         """Whether a trial of ``cell`` that runs every step enters the front."""
         return self.final_status(cell) == "finished" and self.feasible(self.curves[cell][-1])
 
-    def finals(self, counting_only: bool = True) -> np.ndarray:
-        cells = [c for c in self.curves if self.counts(c) or not counting_only]
-        return np.array([[self.curves[c][-1][m] for m in self.objectives] for c in cells])
+    def finals(self) -> np.ndarray:
+        """Final objective values of the cells that count, one row each."""
+        return np.array([[self.curves[c][-1][m] for m in self.objectives]
+                         for c in self.curves if self.counts(c)])
 
     def reference_point(self) -> np.ndarray:
         """Per objective: the worst final value over the cells that count + 10% of their range."""
@@ -121,6 +122,10 @@ class Table:
 
     def config(self, cell: Cell) -> dict[str, float]:
         return dict(zip(self.params, cell))
+
+    def point(self, cell: Cell, step: int) -> dict[str, float]:
+        """The cell's curve point at ``step``."""
+        return next(p for p in self.curves[cell] if p["step"] == step)
 
 
 def ended_record(table: Table, trial_id: str, cell: Cell, point: Mapping[str, float],
@@ -194,16 +199,10 @@ def simulate(space: Any, table: Table, n_trials: int, *, concurrency: int = 2,
 def curves(ended: Sequence[Mapping[str, Any]], table: Table,
            ref: np.ndarray) -> dict[str, list[float]]:
     """Hypervolume of the trials that count, and cumulative steps, after each ended trial."""
-    hv, steps, pts, total = [], [], [], 0
-    m = len(table.objectives)
-    for e in ended:
-        total += e["steps"]
-        if e["counts"]:
-            pts.append([e[o] for o in table.objectives])
-        hv.append(hypervolume(np.array(pts) if pts else np.zeros((0, m)), list(table.modes),
-                              ref))
-        steps.append(total)
-    return {"hypervolume": hv, "steps": steps}
+    nan = [math.nan] * len(table.objectives)  # a trial that does not count adds nothing
+    pts = [[e[o] for o in table.objectives] if e["counts"] else nan for e in ended]
+    hv = hypervolume_history(np.array(pts).reshape(len(pts), len(nan)), list(table.modes), ref)
+    return {"hypervolume": hv, "steps": np.cumsum([e["steps"] for e in ended]).tolist()}
 
 
 def hv_at_trials(c: Mapping[str, list[float]], n: int) -> float:
@@ -231,11 +230,6 @@ def band(runs: Sequence[Sequence[float]]) -> dict[str, list[float]]:
     a = np.array([list(r) + [r[-1]] * (n - len(r)) for r in runs])
     q = np.percentile(a, [25, 50, 75], axis=0)
     return {"q25": q[0].tolist(), "median": q[1].tolist(), "q75": q[2].tolist()}
-
-
-def median_or_inf(xs: Sequence[float | None]) -> float:
-    """Median where None (never reached) counts as +inf."""
-    return float(np.median([math.inf if x is None else x for x in xs]))
 
 
 def table_from_experiment(exp: Path, params: Sequence[str], metrics: Sequence[str],
@@ -301,7 +295,7 @@ def ray_tune_replay(space: Any, table: Table, n_trials: int, *, storage: Path,
         if r.metrics is None or "step" not in r.metrics:
             continue
         cell = table.cell_of(r.config)
-        point = next(p for p in table.curves[cell] if p["step"] == int(r.metrics["step"]))
+        point = table.point(cell, int(r.metrics["step"]))
         stopped = point["step"] < table.max_steps
         ended.append(ended_record(table, str(r.metrics.get("trial_id", len(ended))), cell,
                                   point, "early_stopped" if stopped else

@@ -66,8 +66,7 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.common import REPO
-from benchmarks.replay import Table, band, first_reach, hv_at_steps, simulate
-from benchmarks.replay import curves as replay_curves
+from benchmarks.replay import Table, band, curves, first_reach, hv_at_steps, simulate
 from benchmarks.replay import table_from_experiment as replay_table_from_experiment
 from tti_ray.fronts.hypervolume import hypervolume
 
@@ -178,11 +177,6 @@ def replay(space_file: Path, sets: list[str], seed: int, budget: int, table: Tab
     return simulate(space, table, n_trials, db=db)
 
 
-def curves(ended: list[dict], ref: np.ndarray, table: Table) -> dict[str, list[float]]:
-    """Hypervolume of the finished trials and cumulative steps after each ended trial."""
-    return replay_curves(ended, table, ref)
-
-
 def plot(res: dict, path: Path) -> None:
     import matplotlib
 
@@ -246,7 +240,7 @@ def run_benchmark(table: Table, reps: int, budget: int, work: Path,
                            db=work / f"{name}-{rep}.db")
             for e in ended:
                 statuses[e["status"]] = statuses.get(e["status"], 0) + 1
-            runs.append(curves(ended, ref, table))
+            runs.append(curves(ended, table, ref))
         res["searchers"][name] = {"runs": runs, "status_counts": statuses,
                                   "hv_vs_trials": band([r["hypervolume"] for r in runs])}
         print(f"{name}: {reps} reps, {statuses}", flush=True)
@@ -308,7 +302,7 @@ def context(table: Table, ref: np.ndarray, g_hv: float, budget: int, work: Path,
         for rep in range(reps):
             ended = replay(continuous, [f"searcher.type={kind}"], rep, budget // 2, table,
                            budget // 2, db=work / f"half-{kind}-{rep}.db")
-            vals.append(curves(ended, ref, table)["hypervolume"][-1] / g_hv)
+            vals.append(curves(ended, table, ref)["hypervolume"][-1] / g_hv)
         half[kind] = {"median": float(np.median(vals)),
                       "share_of_reps_ge_1": float(np.mean(np.array(vals) >= 1 - 1e-9))}
     return {"best_cells_hv_over_grid": best,

@@ -71,7 +71,7 @@ def test_mo_asha_replay_stops_trials_and_prunes_them_in_optuna(tmp_path):
     assert states.count("PRUNED") == len(stopped)
     assert states.count("COMPLETE") == sum(e["status"] == "finished" for e in ended)
     ref = np.array([1e4, 10.0])
-    c = curves(ended, ref, table)
+    c = curves(ended, table, ref)
     assert np.all(np.diff(c["hypervolume"]) >= 0) and c["steps"][-1] == sum(
         e["steps"] for e in ended)
     # early-stopped trials add compute but never hypervolume
