@@ -51,6 +51,7 @@ the table's curve), plain Optuna and Syne Tune on the same replay (slope of wall
 trials, 13 and 39 trials, fixed costs apart).
 
     python -m benchmarks.joint_search [--reps 20] [--out benchmarks/results]
+    python -m benchmarks.joint_search --concurrency-check  # TPE/GP at 1 vs 2 trials at a time
     python -m benchmarks.joint_search --build-table   # the 256-cell sweep (about 105 min on
                                                       # 2 cores; resumable), then the replay
 """
@@ -165,6 +166,41 @@ def run_contender(name: str, table: Table, seed: int, budget: int, work: Path) -
         return optuna_replay(space, table, n)
     kind = name.split(":", 1)[1]
     return syne_tune_replay(kind, space, table, n, seed=seed, work=work / tag)
+
+
+def concurrency_effect(table: Table, reps: int, work: Path,
+                       kinds: Sequence[str] = ("tpe", "gp")) -> dict[str, Any]:
+    """Isolate why plain Optuna's model-based samplers beat the product's: replay the product's
+    searcher one trial at a time (``concurrency=1``) beside its usual 2 and beside plain Optuna's
+    ``study.optimize``, same seeds. Reports the median hypervolume / the bar after the budget's
+    trials and in how many reps the product at concurrency 1 proposes exactly plain Optuna's
+    cells, in the same order."""
+    from benchmarks.peers import optuna_replay
+
+    ref = table.reference_point()
+    budget = len(load_search_space(CONTENDERS["one_at_a_time"][1]).grid_points())
+    bar = curves(run_contender("one_at_a_time", table, 0, budget, work), table, ref)
+    bar_hv = bar["hypervolume"][-1]
+    out: dict[str, Any] = {"budget": budget, "reps": reps}
+    for kind in kinds:
+        hv: dict[str, list[float]] = {"product_concurrency_2": [], "product_concurrency_1": [],
+                                      "plain_optuna": []}
+        same = 0
+        for rep in range(reps):
+            space = load_search_space(SEARCH_SPACE, [f"searcher.type={kind}",
+                                                     f"searcher.seed={rep}",
+                                                     f"budget.trials={budget}"])
+            runs = {f"product_concurrency_{c}":
+                    simulate(space, table, budget, concurrency=c,
+                             db=work / f"conc{c}-{kind}-{rep}.db") for c in (2, 1)}
+            runs["plain_optuna"] = optuna_replay(space, table, budget)
+            for name, ended in runs.items():
+                hv[name].append(curves(ended, table, ref)["hypervolume"][-1] / bar_hv)
+            cells = {n: [table.cell_of(e) for e in ended] for n, ended in runs.items()}
+            same += cells["product_concurrency_1"] == cells["plain_optuna"]
+        out[kind] = {**{f"{n}_hv_over_bar_median": float(np.median(v)) for n, v in hv.items()},
+                     "reps_where_concurrency_1_proposes_plain_optunas_cells": same}
+    return out
 
 
 def summarise(runs: list[dict[str, list[float]]], bar_hv: float, bar_steps: int,
@@ -453,6 +489,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--from-sweep", type=Path, default=None,
                    help="write the table CSV from a finished table sweep directory first")
     p.add_argument("--no-overhead", action="store_true", help="skip the overhead measurement")
+    p.add_argument("--concurrency-check", action="store_true",
+                   help="only replay TPE and GP at concurrency 1 and 2 beside plain Optuna "
+                        "(writes joint_search_concurrency.json)")
     p.add_argument("--work", type=Path, default=None)
     args = p.parse_args(argv)
     import optuna
@@ -466,6 +505,14 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"{args.table}: no table; build it with --build-table")
     table = load_table(args.table)
     t0 = time.time()
+    if args.concurrency_check:
+        with tempfile.TemporaryDirectory(prefix="tti_joint_") as tmp:
+            res = concurrency_effect(table, args.reps, args.work or Path(tmp))
+        res["wall_s"] = time.time() - t0
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "joint_search_concurrency.json").write_text(json.dumps(res, indent=1))
+        print(json.dumps(res, indent=1))
+        return
     with tempfile.TemporaryDirectory(prefix="tti_joint_") as tmp:
         work = args.work or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)

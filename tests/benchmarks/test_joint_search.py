@@ -21,6 +21,7 @@ from benchmarks.joint_search import (
     SPACES,
     TABLE_SPACE,
     cell_name,
+    concurrency_effect,
     run_benchmark,
     run_contender,
 )
@@ -155,6 +156,18 @@ def test_plain_optuna_tells_constraints(table, tmp_path):
         else:
             assert e["status"] != "finished"
     assert [e["ended_at"] for e in ended] == [200 * (i + 1) for i in range(13)]  # one at a time
+
+
+def test_product_one_at_a_time_is_plain_optuna(table, tmp_path):
+    """At concurrency 1 the product's searcher (Ray's OptunaSearch wrapper, SQLite, status-aware
+    tells) proposes exactly the cells plain Optuna's study.optimize does, seed for seed: the two
+    paths differ only by concurrency."""
+    res = concurrency_effect(table, 2, tmp_path, kinds=("tpe",))
+    r = res["tpe"]
+    assert r["reps_where_concurrency_1_proposes_plain_optunas_cells"] == 2
+    assert r["product_concurrency_1_hv_over_bar_median"] == pytest.approx(
+        r["plain_optuna_hv_over_bar_median"])
+    assert res["budget"] == 13
 
 
 def test_syne_tune_blackbox_is_the_table(table):
