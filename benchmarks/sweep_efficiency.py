@@ -7,8 +7,11 @@ LCBench, and Syne Tune's blackbox repository, on which MO-ASHA was evaluated) in
 
 1. ``--build-table`` runs a real sweep (``python -m tti_ray.sweep``, local Ray) of the problem's
    table space: TopK k × anti-poly λ on a 7 × 7 grid, every cell trained once with the same
-   seed, recording each cell's learning curve (``val/perplexity`` and
-   ``val/polysemanticity/mean`` every 50 steps up to 200) in ``benchmarks/data/<problem>_table.csv``.
+   seed, recording each cell's learning curves (the objectives, the constraint's metric and every
+   other metric the table space reports, every 50 steps up to 200) in
+   ``benchmarks/data/<problem>_table.csv``. The sweep goes to ``benchmarks/data/<problem>_sweep``
+   (git-ignored); an interrupted build continues where it stopped when ``--build-table`` is run
+   again (the sweep's ``--resume``), and ``--from-sweep DIR`` writes the table from a finished one.
 2. The benchmark replays sweeps against that table with the product's own objects:
    ``make_searcher`` (the status-aware Optuna searcher, the same samplers and settings) and
    ``MOASHAScheduler``. An event simulation runs 2 concurrent trials and counts time in training
@@ -135,27 +138,58 @@ SEARCHERS: dict[str, tuple[str, list[str], int]] = {
 
 
 # ---------------------------------------------------------------------------------- the table
-def build_table(work: Path, problem: Problem, out: Path | None = None) -> pd.DataFrame:
-    """Run the problem's real 7 × 7 sweep; write one row per (cell, eval step) to ``out``."""
-    out = out or problem.table_csv
-    exp = work / f"{problem.name}_table"
+def sweep_dir(problem: Problem, work: Path | None = None) -> Path:
+    """Where the problem's table sweep lives: ``<work>/<name>_table``, or by default
+    ``benchmarks/data/<name>_sweep`` (git-ignored), so that an interrupted build continues."""
+    return work / f"{problem.name}_table" if work else DATA / f"{problem.name}_sweep"
+
+
+def build_table(exp: Path, problem: Problem, out: Path | None = None) -> pd.DataFrame:
+    """Run the problem's real 7 × 7 sweep into ``exp`` (or continue it with ``--resume`` when
+    ``exp`` holds an interrupted one); write one row per (cell, eval step) to ``out``."""
     args = [sys.executable, "-m", "tti_ray.sweep", str(problem.table_space), "--out", str(exp),
             "--num-cpus", "2", "--no-tracking"]
+    if (exp / "trials.csv").exists():
+        args.append("--resume")
     t0 = time.time()
     r = subprocess.run(args, check=False, cwd=REPO)
     if r.returncode != 0:
-        raise SystemExit(f"table sweep failed (exit {r.returncode})")
+        raise SystemExit(f"table sweep failed (exit {r.returncode}); rerun --build-table "
+                         f"to continue it")
+    df = write_table(exp, problem, out)
+    print(f"table sweep: {time.time() - t0:.0f} s")
+    return df
+
+
+def write_table(exp: Path, problem: Problem, out: Path | None = None) -> pd.DataFrame:
+    """The table CSV from a finished table sweep; refuses a sweep that has not measured every
+    cell."""
+    from tti_ray.sweep.space import load_search_space
+
+    out = out or problem.table_csv
+    if not (exp / "trials.csv").exists():
+        raise SystemExit(f"{exp}: no table sweep here (no trials.csv); run --build-table")
     df = table_from_experiment(exp, problem)
+    cells = df.groupby([K, LAM]).ngroups if len(df) else 0
+    want = len(load_search_space(problem.table_space).grid_points())
+    if cells != want:
+        raise SystemExit(f"{exp}: {cells} of {want} cells measured; rerun --build-table")
     out.parent.mkdir(parents=True, exist_ok=True)
     df.to_csv(out, index=False)
-    print(f"table: {len(df)} rows in {time.time() - t0:.0f} s -> {out}")
+    print(f"table: {len(df)} rows, {cells} cells -> {out}")
     return df
 
 
 def table_from_experiment(exp: Path, problem: Problem) -> pd.DataFrame:
-    """One row per (cell, eval step) from a finished table sweep's trials.csv + metrics.jsonl."""
+    """One row per (cell, eval step) from a finished table sweep's trials.csv + metrics.jsonl:
+    the problem's objectives and constraint, and the learning curve of every other metric the
+    table space reports (its ``report_metrics``)."""
+    from tti_ray.sweep.space import load_search_space
+
     metrics = [*problem.objectives, *([problem.constraint[0]] if problem.constraint else [])]
-    return replay_table_from_experiment(exp, [K, LAM], metrics)
+    reported = load_search_space(problem.table_space).report_metrics
+    extra = [m for m in reported if m not in metrics]
+    return replay_table_from_experiment(exp, [K, LAM], metrics, extra)
 
 
 def make_table(df: pd.DataFrame, problem: Problem | None = None) -> Table:
@@ -316,8 +350,13 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     p.add_argument("--problem", choices=sorted(PROBLEMS), default="efficiency")
     p.add_argument("--table", type=Path, default=None, help="default: the problem's table")
-    p.add_argument("--build-table", action="store_true", help="re-measure the table first")
-    p.add_argument("--work", type=Path, default=None)
+    p.add_argument("--build-table", action="store_true",
+                   help="re-measure the table first (continues an interrupted build)")
+    p.add_argument("--from-sweep", type=Path, default=None, metavar="DIR",
+                   help="write the table from a finished table sweep in DIR, then replay")
+    p.add_argument("--work", type=Path, default=None,
+                   help="scratch directory; the table sweep then goes to "
+                        "WORK/<problem>_table (default benchmarks/data/<problem>_sweep)")
     args = p.parse_args()
     import optuna
 
@@ -327,8 +366,10 @@ def main() -> None:
         work.mkdir(parents=True, exist_ok=True)
         problem = PROBLEMS[args.problem]
         table_csv = args.table or problem.table_csv
-        if args.build_table or not table_csv.exists():
-            build_table(work, problem, table_csv)
+        if args.from_sweep:
+            write_table(args.from_sweep, problem, table_csv)
+        elif args.build_table or not table_csv.exists():
+            build_table(sweep_dir(problem, args.work), problem, table_csv)
         table = make_table(pd.read_csv(table_csv), problem)
         res = run_benchmark(table, args.reps, args.budget, work, problem)
     args.out.mkdir(parents=True, exist_ok=True)

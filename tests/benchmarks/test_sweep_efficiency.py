@@ -159,3 +159,74 @@ def test_calibrated_problem_applies_the_constraint(tmp_path):
     grid_cells = [k for k in load_search_space(pr.grid_space).parameters[K].values]
     assert 0.05 in grid_cells  # the grid spends 4 of its 16 trials on infeasible cells
     assert res["grid_final_hypervolume"] > 0
+
+
+def _fake_table_sweep(exp, space, skip=0):
+    """A table sweep's outputs as the product writes them (``trials.csv`` and each trial's
+    ``metrics.jsonl``), every cell but the last ``skip`` measured."""
+    import json
+
+    cells = [(k, lam) for k in space.parameters[K].values for lam in space.parameters[LAM].values]
+    cells = cells[:len(cells) - skip]
+    rows = []
+    for i, (k, lam) in enumerate(cells):
+        run = exp / "runs" / f"t{i:03d}"
+        run.mkdir(parents=True)
+        recs = [{"step": s, "train/loss": 1.0} for s in (25, 75)]  # train rows: no eval metrics
+        recs += [{"step": s, "val/perplexity": 100 + i + s, "val/polysemanticity/mean": 0.9,
+                  "val/polysemanticity_calibrated/mean": k, "val/dead_fraction/mean": 0.5 if k < 0.1 else 0.0,
+                  "val/polysemanticity_live/mean": 0.5, "val/monosemantic_fraction/mean": 0.1,
+                  "val/effective_dim/mean": 3.0, "val/sparsity/mlp_hidden/layer_0": 0.2}
+                 for s in (50, 100, 150, 200)]
+        (run / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in recs))
+        rows.append({"trial_id": f"t{i:03d}", K: k, LAM: lam, "status": "finished"})
+    pd.DataFrame(rows).to_csv(exp / "trials.csv", index=False)
+
+
+def test_table_keeps_every_reported_metric_and_refuses_a_partial_sweep(tmp_path):
+    """The calibrated table holds the objectives, the constraint's metric and every metric its
+    table space reports (``report_metrics``), one row per cell and eval step; a sweep that has
+    not measured every cell writes nothing."""
+    from benchmarks.sweep_efficiency import write_table
+
+    pr = PROBLEMS["topk_anti_poly_calibrated"]
+    space = load_search_space(pr.table_space)
+    full, part = tmp_path / "full", tmp_path / "part"
+    _fake_table_sweep(full, space)
+    _fake_table_sweep(part, space, skip=1)
+    out = tmp_path / "table.csv"
+    with pytest.raises(SystemExit, match="48 of 49 cells"):
+        write_table(part, pr, out)
+    assert not out.exists()
+    df = write_table(full, pr, out)
+    want = {*pr.objectives, pr.constraint[0], *space.report_metrics}
+    assert want <= set(df.columns) and "val/sparsity/mlp_hidden/layer_0" not in df.columns
+    assert len(df) == 49 * 4 and sorted(df["step"].unique()) == [50, 100, 150, 200]
+    back = pd.read_csv(out)
+    assert back[pr.objectives[1]].tolist() == df[K].tolist()  # each cell's own curve
+    assert make_table(back, pr).finals().shape == (42, 2)  # the k = 0.05 row is dead
+
+
+def test_build_table_continues_an_interrupted_sweep(tmp_path, monkeypatch):
+    """--build-table runs the product's sweep command into a persistent directory and passes
+    ``--resume`` when that directory holds an interrupted sweep."""
+    import benchmarks.sweep_efficiency as se
+
+    pr = PROBLEMS["topk_anti_poly_calibrated"]
+    assert se.sweep_dir(pr) == se.DATA / "topk_anti_poly_calibrated_sweep"
+    assert se.sweep_dir(pr, tmp_path) == tmp_path / "topk_anti_poly_calibrated_table"
+    calls = []
+
+    class Done:
+        returncode = 0
+
+    monkeypatch.setattr(se.subprocess, "run", lambda args, **kw: calls.append(args) or Done())
+    exp = tmp_path / "exp"
+    _fake_table_sweep(exp, load_search_space(pr.table_space))
+    se.build_table(exp, pr, tmp_path / "t.csv")
+    assert calls[0][1:4] == ["-m", "tti_ray.sweep", str(pr.table_space)]
+    assert "--resume" in calls[0]
+    with pytest.raises(SystemExit, match="no table sweep"):  # fresh: no --resume
+        (tmp_path / "fresh").mkdir()
+        se.build_table(tmp_path / "fresh", pr, tmp_path / "u.csv")
+    assert "--resume" not in calls[1]
