@@ -82,8 +82,8 @@ from benchmarks.replay import (
     hv_at_trials,
     ray_tune_replay,
     simulate,
-    table_from_experiment,
 )
+from benchmarks.replay import write_table as replay_write_table
 from tti_ray.fronts.hypervolume import hypervolume
 from tti_ray.sweep.space import load_search_space
 
@@ -140,14 +140,7 @@ def build_table(sweep_dir: Path = SWEEP_DIR, csv: Path = TABLE_CSV) -> pd.DataFr
 
 
 def write_table(sweep_dir: Path, csv: Path = TABLE_CSV) -> pd.DataFrame:
-    df = table_from_experiment(sweep_dir, list(KNOBS), [*OBJ, DEAD[0]], EXTRA)
-    cells = df.groupby(list(KNOBS)).ngroups
-    if cells != 256:
-        raise SystemExit(f"{sweep_dir}: {cells} of 256 cells measured; rerun --build-table")
-    csv.parent.mkdir(parents=True, exist_ok=True)
-    df.to_csv(csv, index=False)
-    print(f"table: {len(df)} rows, {cells} cells -> {csv}")
-    return df
+    return replay_write_table(sweep_dir, list(KNOBS), [*OBJ, DEAD[0]], EXTRA, 256, csv)
 
 
 # ---------------------------------------------------------------------------------- contenders

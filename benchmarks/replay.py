@@ -249,8 +249,25 @@ def table_from_experiment(exp: Path, params: Sequence[str], metrics: Sequence[st
                 rows.append({**{p: t[p] for p in params}, "step": int(rec["step"]),
                              "status": t["status"],
                              **{m: rec.get(m, math.nan) for m in (*metrics, *extra)}})
-    return (pd.DataFrame(rows).drop_duplicates([*params, "step"], keep="last")
+    columns = [*params, "step", "status", *metrics, *extra]
+    return (pd.DataFrame(rows, columns=columns).drop_duplicates([*params, "step"], keep="last")
             .sort_values([*params, "step"]).reset_index(drop=True))
+
+
+def write_table(exp: Path, params: Sequence[str], metrics: Sequence[str], extra: Sequence[str],
+                n_cells: int, csv: Path) -> pd.DataFrame:
+    """Write the table of a finished table sweep in ``exp`` to ``csv``; a directory that holds no
+    sweep, or a sweep that has not measured all ``n_cells`` cells, writes nothing."""
+    if not (exp / "trials.csv").exists():
+        raise SystemExit(f"{exp}: no table sweep here (no trials.csv); run --build-table")
+    df = table_from_experiment(exp, params, metrics, extra)
+    cells = df.groupby(list(params)).ngroups
+    if cells != n_cells:
+        raise SystemExit(f"{exp}: {cells} of {n_cells} cells measured; rerun --build-table")
+    csv.parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(csv, index=False)
+    print(f"table: {len(df)} rows, {cells} cells -> {csv}")
+    return df
 
 
 # ------------------------------------------------------------------ the same replay on Ray Tune

@@ -70,7 +70,7 @@ import pandas as pd
 
 from benchmarks.common import REPO
 from benchmarks.replay import Table, band, curves, first_reach, hv_at_steps, simulate
-from benchmarks.replay import table_from_experiment as replay_table_from_experiment
+from benchmarks.replay import write_table as replay_write_table
 from tti_ray.fronts.hypervolume import hypervolume
 
 SPACES = REPO / "benchmarks" / "spaces"
@@ -162,34 +162,17 @@ def build_table(exp: Path, problem: Problem, out: Path | None = None) -> pd.Data
 
 
 def write_table(exp: Path, problem: Problem, out: Path | None = None) -> pd.DataFrame:
-    """The table CSV from a finished table sweep; refuses a sweep that has not measured every
-    cell."""
+    """One row per (cell, eval step) from a finished table sweep's trials.csv + metrics.jsonl,
+    written to ``out``: the problem's objectives and constraint, and the learning curve of every
+    other metric the table space reports (its ``report_metrics``). A sweep that has not measured
+    every cell writes nothing."""
     from tti_ray.sweep.space import load_search_space
 
-    out = out or problem.table_csv
-    if not (exp / "trials.csv").exists():
-        raise SystemExit(f"{exp}: no table sweep here (no trials.csv); run --build-table")
-    df = table_from_experiment(exp, problem)
-    cells = df.groupby([K, LAM]).ngroups if len(df) else 0
-    want = len(load_search_space(problem.table_space).grid_points())
-    if cells != want:
-        raise SystemExit(f"{exp}: {cells} of {want} cells measured; rerun --build-table")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    df.to_csv(out, index=False)
-    print(f"table: {len(df)} rows, {cells} cells -> {out}")
-    return df
-
-
-def table_from_experiment(exp: Path, problem: Problem) -> pd.DataFrame:
-    """One row per (cell, eval step) from a finished table sweep's trials.csv + metrics.jsonl:
-    the problem's objectives and constraint, and the learning curve of every other metric the
-    table space reports (its ``report_metrics``)."""
-    from tti_ray.sweep.space import load_search_space
-
+    space = load_search_space(problem.table_space)
     metrics = [*problem.objectives, *([problem.constraint[0]] if problem.constraint else [])]
-    reported = load_search_space(problem.table_space).report_metrics
-    extra = [m for m in reported if m not in metrics]
-    return replay_table_from_experiment(exp, [K, LAM], metrics, extra)
+    extra = [m for m in space.report_metrics if m not in metrics]
+    return replay_write_table(exp, [K, LAM], metrics, extra, len(space.grid_points()),
+                              out or problem.table_csv)
 
 
 def make_table(df: pd.DataFrame, problem: Problem | None = None) -> Table:
